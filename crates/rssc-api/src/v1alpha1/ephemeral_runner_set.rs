@@ -1,0 +1,86 @@
+//! `EphemeralRunnerSet`: the listener's replica decisions, turned into runners by the
+//! controller.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{PodTemplate, RunnerConfig},
+    runner_set::ListenerStatus,
+};
+
+/// A RunnerSet's runners. The listener writes `replicas` and `patchSequence`; the controller
+/// writes the rest and creates or removes EphemeralRunners to match, never removing a busy one.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "scaleset.actions.github.com",
+    version = "v1alpha1",
+    kind = "EphemeralRunnerSet",
+    namespaced,
+    status = "EphemeralRunnerSetStatus",
+    shortname = "ers",
+    category = "github",
+    category = "scaleset",
+    doc = "The runners of one RunnerSet and the listener's latest replica decision.",
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Current","type":"integer","jsonPath":".status.currentRunners"}"#,
+    printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pendingRunners"}"#,
+    printcolumn = r#"{"name":"Idle","type":"integer","jsonPath":".status.idleRunners"}"#,
+    printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busyRunners"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedRunners"}"#,
+    printcolumn = r#"{"name":"Patch","type":"integer","priority":1,"jsonPath":".spec.patchSequence"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 50")
+        .message("EphemeralRunnerSet names are at most 50 characters: runners are named <name>-runner-<5 characters>, which must fit 63")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralRunnerSetSpec {
+    /// Runners wanted, as last decided by the listener.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// Increases with every listener decision, so the controller can tell a new decision from
+    /// one it already acted on (it records the sequence on the runners it creates).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub patch_sequence: i64,
+    /// Pod template of new runners, resolved by the controller.
+    pub runner_template: PodTemplate,
+    /// Registration settings of new runners.
+    pub runner_config: RunnerConfig,
+}
+
+/// Observed state of an EphemeralRunnerSet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralRunnerSetStatus {
+    /// All runners that exist now, including failed ones.
+    #[serde(default)]
+    pub current_runners: i32,
+    /// Runners whose Pod is not running yet.
+    #[serde(default)]
+    pub pending_runners: i32,
+    /// Running runners without a job.
+    #[serde(default)]
+    pub idle_runners: i32,
+    /// Runners with a job.
+    #[serde(default)]
+    pub busy_runners: i32,
+    /// Runners that failed and wait for a retry or removal.
+    #[serde(default)]
+    pub failed_runners: i32,
+    /// Runners being deleted.
+    #[serde(default)]
+    pub deleting_runners: i32,
+    /// The `patchSequence` the controller last acted on.
+    #[serde(default)]
+    pub observed_patch_sequence: i64,
+    /// Written by the listener: its session state and message cursor, kept here so a restarted
+    /// listener resumes where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<ListenerStatus>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,27 @@
+# Recipes for working on rssc. `just` is optional: each recipe is one plain command you can
+# also run by hand (install just with `cargo install just`).
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the whole test suite (the README's test command).
+test *args:
+    bash scripts/test {{args}}
+
+# Check formatting and run clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate the committed generated files (deploy/crds/).
+generate:
+    cargo run --quiet -p rssc-api --bin crdgen
+
+# Fail if a committed generated file is stale.
+check-generated:
+    bash scripts/check-generated
+
+# Run exactly what CI runs.
+ci:
+    bash .ci/run
