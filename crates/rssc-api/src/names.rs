@@ -35,6 +35,23 @@ pub fn ephemeral_runner_prefix(runner_set: &str) -> String {
     format!("{runner_set}{RUNNER_INFIX}")
 }
 
+/// ServiceAccount (and Role, RoleBinding) that runner Pods use in the `kubernetes` container
+/// modes, where the runner creates job Pods.
+pub fn runner_kube_mode_account(runner_set: &str) -> String {
+    format!("{runner_set}-kube-mode")
+}
+
+/// Secret holding the runners' proxy environment (`http_proxy`, `https_proxy`, `no_proxy`),
+/// credentials included, so they never appear in a Pod spec.
+pub fn runner_proxy_secret(runner_set: &str) -> String {
+    format!("{runner_set}-runner-proxy")
+}
+
+/// PersistentVolumeClaim of a cache volume, shared by a RunnerSet's runners.
+pub fn cache_claim(runner_set: &str, volume: &str) -> String {
+    format!("{runner_set}-cache-{volume}")
+}
+
 /// Turns any string (a GitHub runner group may contain spaces) into a valid label value.
 ///
 /// Valid values pass through unchanged. Anything else has invalid characters replaced and, so
@@ -110,10 +127,24 @@ mod tests {
             "x".repeat(GENERATED_SUFFIX_LEN)
         );
         assert_eq!(runner.len(), MAX_DNS_LABEL_LEN);
-        for name in [runner, listener(&rs), ephemeral_runner_set(&rs)] {
+        for name in [
+            runner,
+            listener(&rs),
+            ephemeral_runner_set(&rs),
+            runner_kube_mode_account(&rs),
+            runner_proxy_secret(&rs),
+        ] {
             assert!(is_dns_label(&name), "{name} is not a DNS label");
             assert!(is_label_value(&name), "{name} is not a label value");
         }
+    }
+
+    #[test]
+    fn cache_claims_of_the_longest_names_are_valid_object_names() {
+        // Claim names are DNS subdomains (253 characters); volume names are limited to 40.
+        let claim = cache_claim(&longest(MAX_RUNNER_SET_NAME_LEN), &longest(40));
+        assert!(claim.len() <= 253);
+        assert!(claim.split('.').all(is_dns_label), "{claim}");
     }
 
     #[test]

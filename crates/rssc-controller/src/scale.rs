@@ -1,0 +1,315 @@
+//! The EphemeralRunnerSet scaling plan: which runners to create, which to delete outright, and
+//! which to offer for scale-down. Pure: the reconciler gathers [`RunnerView`]s and carries out
+//! the [`ScalePlan`].
+//!
+//! Rules:
+//! - Finished runners are deleted at once (the runner deregistered itself when it exited).
+//! - Failed runners are deleted and replaced, so they never hold capacity.
+//! - Idle and pending runners made from an older template are replaced; busy ones finish first.
+//! - Only a new listener decision (a `patchSequence` the controller has not acted on) can add
+//!   runners beyond replacements or remove runners. Acting twice on one decision is what made
+//!   ARC over-scale when runners finished before the listener's next patch.
+//! - Scale-down offers pending runners past the node-provisioning grace first, then idle
+//!   runners, oldest first; never a runner with a job and never a pending runner still within
+//!   its grace. The reconciler asks GitHub to remove each candidate and treats
+//!   `JobStillRunning` as busy, moving on to the next.
+
+use std::time::Duration;
+
+use k8s_openapi::chrono::{DateTime, Utc};
+
+/// A point in time, as Kubernetes timestamps are.
+pub type Timestamp = DateTime<Utc>;
+
+/// What the plan needs to know about one EphemeralRunner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerView {
+    /// Name of the EphemeralRunner.
+    pub name: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// Where it is in its life.
+    pub state: RunnerState,
+    /// Hash of the template it was made from.
+    pub template_hash: String,
+    /// It is already being deleted.
+    pub deleting: bool,
+}
+
+/// State of a runner as far as scaling is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Not registered, or its Pod is not running yet.
+    Pending,
+    /// Running without a job.
+    Idle,
+    /// Running a job.
+    Busy,
+    /// Finished its job and exited cleanly.
+    Finished,
+    /// Gave up after its retries.
+    Failed,
+}
+
+/// The desired state the listener asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Runners wanted.
+    pub replicas: usize,
+    /// Sequence of this decision.
+    pub sequence: i64,
+    /// Sequence the controller last finished acting on.
+    pub observed_sequence: i64,
+}
+
+impl Decision {
+    /// Whether the controller has not acted on this decision yet.
+    pub fn is_new(&self) -> bool {
+        self.sequence != self.observed_sequence
+    }
+}
+
+/// What to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// Runners to create with the current template.
+    pub create: usize,
+    /// Runners to delete without asking GitHub: finished (deregistered themselves) or failed.
+    pub delete: Vec<String>,
+    /// Runners to replace because their template is outdated; GitHub is asked to remove each
+    /// first, and one that turns out busy is kept.
+    pub replace: Vec<String>,
+    /// Scale-down candidates in order; remove up to `scale_down` of them, asking GitHub first.
+    pub scale_down_candidates: Vec<String>,
+    /// How many runners scale-down should remove.
+    pub scale_down: usize,
+}
+
+/// Counts by state, for status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Pending runners.
+    pub pending: usize,
+    /// Idle runners.
+    pub idle: usize,
+    /// Busy runners.
+    pub busy: usize,
+    /// Failed runners.
+    pub failed: usize,
+    /// Runners being deleted.
+    pub deleting: usize,
+}
+
+impl Counts {
+    /// Counts the runners by state.
+    pub fn of(runners: &[RunnerView]) -> Self {
+        let mut counts = Counts::default();
+        for runner in runners {
+            if runner.deleting {
+                counts.deleting += 1;
+                continue;
+            }
+            match runner.state {
+                RunnerState::Pending => counts.pending += 1,
+                RunnerState::Idle => counts.idle += 1,
+                RunnerState::Busy => counts.busy += 1,
+                RunnerState::Failed => counts.failed += 1,
+                RunnerState::Finished => {}
+            }
+        }
+        counts
+    }
+
+    /// Runners that exist and count against the maximum.
+    pub fn current(&self) -> usize {
+        self.pending + self.idle + self.busy + self.failed
+    }
+}
+
+/// Plans how to move `runners` toward `decision`.
+pub fn plan(
+    decision: Decision,
+    runners: &[RunnerView],
+    template_hash: &str,
+    now: Timestamp,
+    pending_grace: Duration,
+) -> ScalePlan {
+    let mut plan = ScalePlan::default();
+    let mut live: Vec<&RunnerView> = Vec::new();
+    for runner in runners.iter().filter(|r| !r.deleting) {
+        match runner.state {
+            RunnerState::Finished | RunnerState::Failed => plan.delete.push(runner.name.clone()),
+            RunnerState::Pending | RunnerState::Idle if runner.template_hash != template_hash => {
+                plan.replace.push(runner.name.clone())
+            }
+            _ => live.push(runner),
+        }
+    }
+    let failed = runners
+        .iter()
+        .filter(|r| !r.deleting && r.state == RunnerState::Failed)
+        .count();
+    let room = decision.replicas.saturating_sub(live.len());
+    plan.create = if decision.is_new() {
+        room
+    } else {
+        // The same decision: only replace what this plan removes for being broken or outdated.
+        room.min(failed + plan.replace.len())
+    };
+
+    if decision.is_new() && live.len() > decision.replicas {
+        plan.scale_down = live.len() - decision.replicas;
+        let mut candidates: Vec<&RunnerView> = live
+            .iter()
+            .copied()
+            .filter(|r| match r.state {
+                RunnerState::Pending => age(r, now) >= pending_grace,
+                RunnerState::Idle => true,
+                _ => false,
+            })
+            .collect();
+        // Pending past the grace first (they are stuck), then idle; oldest first within each.
+        candidates.sort_by_key(|r| (r.state != RunnerState::Pending, r.created));
+        plan.scale_down_candidates = candidates.into_iter().map(|r| r.name.clone()).collect();
+    }
+    plan
+}
+
+fn age(runner: &RunnerView, now: Timestamp) -> Duration {
+    (now - runner.created).to_std().unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "current";
+    const GRACE: Duration = Duration::from_secs(120);
+
+    fn now() -> Timestamp {
+        "2026-11-22T12:00:00Z".parse().unwrap()
+    }
+
+    fn runner(name: &str, state: RunnerState, age_secs: i64) -> RunnerView {
+        RunnerView {
+            name: name.to_owned(),
+            created: now() - k8s_openapi::chrono::TimeDelta::seconds(age_secs),
+            state,
+            template_hash: HASH.to_owned(),
+            deleting: false,
+        }
+    }
+
+    fn new(replicas: usize) -> Decision {
+        Decision {
+            replicas,
+            sequence: 2,
+            observed_sequence: 1,
+        }
+    }
+
+    fn same(replicas: usize) -> Decision {
+        Decision {
+            replicas,
+            sequence: 2,
+            observed_sequence: 2,
+        }
+    }
+
+    #[test]
+    fn a_new_decision_creates_the_missing_runners() {
+        let runners = [runner("a", RunnerState::Idle, 10)];
+        let p = plan(new(5), &runners, HASH, now(), GRACE);
+        assert_eq!(p.create, 4);
+        assert_eq!(p.scale_down, 0);
+    }
+
+    #[test]
+    fn the_same_decision_is_not_acted_on_twice() {
+        // Runners finished and were deleted since the decision; the listener will say what it
+        // wants next. Recreating them now would over-scale.
+        let p = plan(same(5), &[runner("a", RunnerState::Busy, 10)], HASH, now(), GRACE);
+        assert_eq!(p.create, 0);
+        assert!(p.scale_down_candidates.is_empty());
+    }
+
+    #[test]
+    fn finished_and_failed_runners_are_deleted_and_failed_ones_replaced() {
+        let runners = [
+            runner("done", RunnerState::Finished, 300),
+            runner("broken", RunnerState::Failed, 300),
+            runner("busy", RunnerState::Busy, 300),
+        ];
+        let p = plan(same(2), &runners, HASH, now(), GRACE);
+        assert_eq!(p.delete, ["done", "broken"]);
+        assert_eq!(
+            p.create, 1,
+            "the failed runner is replaced even without a new decision"
+        );
+        let p = plan(same(1), &runners, HASH, now(), GRACE);
+        assert_eq!(p.create, 0, "no replacement beyond what the decision wants");
+    }
+
+    #[test]
+    fn outdated_idle_and_pending_runners_are_replaced_busy_ones_finish() {
+        let mut old_idle = runner("old-idle", RunnerState::Idle, 50);
+        old_idle.template_hash = "old".into();
+        let mut old_pending = runner("old-pending", RunnerState::Pending, 5);
+        old_pending.template_hash = "old".into();
+        let mut old_busy = runner("old-busy", RunnerState::Busy, 50);
+        old_busy.template_hash = "old".into();
+        let runners = [old_idle, old_pending, old_busy];
+        let p = plan(same(3), &runners, HASH, now(), GRACE);
+        assert_eq!(p.replace, ["old-idle", "old-pending"]);
+        assert_eq!(p.create, 2);
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn scale_down_offers_stuck_pending_then_idle_oldest_first_never_busy() {
+        let runners = [
+            runner("idle-new", RunnerState::Idle, 10),
+            runner("busy", RunnerState::Busy, 500),
+            runner("pending-fresh", RunnerState::Pending, 30),
+            runner("idle-old", RunnerState::Idle, 400),
+            runner("pending-stuck", RunnerState::Pending, 600),
+        ];
+        let p = plan(new(1), &runners, HASH, now(), GRACE);
+        assert_eq!(p.scale_down, 4);
+        assert_eq!(p.scale_down_candidates, ["pending-stuck", "idle-old", "idle-new"]);
+        assert_eq!(p.create, 0);
+    }
+
+    #[test]
+    fn deleting_runners_are_neither_counted_nor_touched() {
+        let mut going = runner("going", RunnerState::Busy, 10);
+        going.deleting = true;
+        let p = plan(new(1), &[going.clone()], HASH, now(), GRACE);
+        assert_eq!(p.create, 1);
+        assert!(p.delete.is_empty());
+        let counts = Counts::of(&[
+            going,
+            runner("a", RunnerState::Idle, 1),
+            runner("b", RunnerState::Failed, 1),
+        ]);
+        assert_eq!(
+            (counts.deleting, counts.idle, counts.failed, counts.current()),
+            (1, 1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn scaling_to_zero_keeps_busy_runners() {
+        let runners = [
+            runner("busy", RunnerState::Busy, 10),
+            runner("idle", RunnerState::Idle, 10),
+        ];
+        let p = plan(new(0), &runners, HASH, now(), GRACE);
+        assert_eq!(p.scale_down, 2);
+        assert_eq!(
+            p.scale_down_candidates,
+            ["idle"],
+            "only one can go; the busy one finishes its job"
+        );
+    }
+}
