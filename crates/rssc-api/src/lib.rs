@@ -3,6 +3,7 @@
 
 pub mod consts;
 pub mod crd;
+pub mod listener_config;
 pub mod names;
 pub mod schema;
 pub mod v1alpha1;

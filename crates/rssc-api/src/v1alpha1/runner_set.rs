@@ -109,4 +109,9 @@ pub struct ListenerStatus {
     /// Last message acknowledged; a restarted listener resumes after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_id: Option<i64>,
+    /// ID of the open message session, so a restarted listener can close a session its
+    /// predecessor left behind instead of waiting out a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub session_id: Option<String>,
 }
