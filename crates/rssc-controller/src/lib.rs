@@ -2,6 +2,7 @@
 //! runner template resolution, runner Pods and JIT Secrets, the EphemeralRunnerSet scaling plan
 //! and the classification of runner Pod outcomes.
 
+pub mod listener;
 pub mod merge;
 pub mod runner_outcome;
 pub mod runner_pod;
