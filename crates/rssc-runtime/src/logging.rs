@@ -1,0 +1,68 @@
+//! Log setup: `tracing` to stdout as JSON lines or text, filtered by `--log-level`.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::args::{LogArgs, LogFormat};
+
+/// Error setting up logging.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--log-level` filter does not parse.
+    #[error(
+        "invalid --log-level {filter:?}; use a level such as `info` or directives such as `info,rssc_listener=debug`"
+    )]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// Why it does not parse.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber is already installed.
+    #[error("logging is already initialized")]
+    AlreadyInitialized,
+}
+
+/// Parses a log filter.
+pub fn filter(directives: &str) -> Result<EnvFilter, Error> {
+    EnvFilter::try_new(directives).map_err(|source| Error::Filter {
+        filter: directives.to_owned(),
+        source,
+    })
+}
+
+/// Installs the global subscriber for a binary.
+pub fn init(args: &LogArgs) -> Result<(), Error> {
+    let filter = filter(&args.log_level)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match args.log_format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+    };
+    result.map_err(|_| Error::AlreadyInitialized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_levels_and_directives() {
+        assert!(filter("info").is_ok());
+        assert!(filter("warn,rssc_listener=debug").is_ok());
+    }
+
+    #[test]
+    fn rejects_nonsense_with_a_hint() {
+        let err = filter("rssc=loud").unwrap_err();
+        assert!(err.to_string().contains("--log-level"), "{err}");
+    }
+}
