@@ -1,0 +1,104 @@
+//! The JSON merge patches the listener writes: its decision on the EphemeralRunnerSet, its
+//! session state on the EphemeralRunnerSet's status, and the job a runner started on the
+//! EphemeralRunner's status. Only the fields the listener owns appear in them.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, chrono::SecondsFormat};
+use rssc_api::v1alpha1::RunnerJob;
+use serde_json::{Value, json};
+
+use crate::scaler::Decision;
+
+/// Patch of `EphemeralRunnerSet.spec` with a decision.
+pub fn decision(decision: Decision) -> Value {
+    json!({"spec": {"replicas": decision.replicas, "patchSequence": decision.sequence}})
+}
+
+/// The listener's session state, as kept on the EphemeralRunnerSet's status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionState {
+    /// The session is open and polls succeed.
+    pub ready: bool,
+    /// When the last poll completed.
+    pub last_successful_poll: Option<Time>,
+    /// Sessions created again since the listener was first deployed.
+    pub session_restarts: i32,
+    /// Last message acknowledged.
+    pub last_message_id: Option<i64>,
+    /// The open session.
+    pub session_id: Option<String>,
+}
+
+/// Patch of `EphemeralRunnerSet.status.listener`.
+pub fn session_state(state: &SessionState) -> Value {
+    json!({"status": {"listener": {
+        "ready": state.ready,
+        "lastSuccessfulPollTime": state.last_successful_poll.as_ref().map(|t| t.0.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        "sessionRestarts": state.session_restarts,
+        "lastMessageId": state.last_message_id,
+        "sessionId": state.session_id,
+    }}})
+}
+
+/// Patch of `EphemeralRunner.status.job` when GitHub reports the runner started a job: this
+/// is what marks the runner busy and protects it from scale-down.
+pub fn job_started(job: &RunnerJob) -> Value {
+    json!({"status": {"job": job}})
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    #[test]
+    fn the_decision_patch_touches_only_replicas_and_sequence() {
+        assert_eq!(
+            decision(Decision {
+                replicas: 7,
+                sequence: 12
+            }),
+            json!({"spec": {"replicas": 7, "patchSequence": 12}})
+        );
+    }
+
+    #[test]
+    fn session_state_uses_the_crd_field_names() {
+        let state = SessionState {
+            ready: true,
+            last_successful_poll: Some(Time(Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap())),
+            session_restarts: 2,
+            last_message_id: Some(99),
+            session_id: Some("5a3e".into()),
+        };
+        let patch = session_state(&state);
+        assert_eq!(
+            patch,
+            json!({"status": {"listener": {"ready": true, "lastSuccessfulPollTime": "2026-11-22T10:00:00Z",
+                "sessionRestarts": 2, "lastMessageId": 99, "sessionId": "5a3e"}}})
+        );
+        // The patch reads back as the CRD's status type.
+        let status: rssc_api::v1alpha1::EphemeralRunnerSetStatus =
+            serde_json::from_value(patch["status"].clone()).unwrap();
+        assert_eq!(status.listener.unwrap().last_message_id, Some(99));
+    }
+
+    #[test]
+    fn job_started_records_the_job_on_the_runner() {
+        let job = RunnerJob {
+            request_id: 5,
+            job_id: "j".into(),
+            repository: "org/app".into(),
+            workflow_ref: "org/app/.github/workflows/ci.yml@refs/heads/main".into(),
+            display_name: "build".into(),
+            workflow_run_id: Some(8),
+            started_at: None,
+        };
+        let patch = job_started(&job);
+        assert_eq!(patch["status"]["job"]["requestId"], 5);
+        assert_eq!(patch["status"]["job"]["repository"], "org/app");
+        let status: rssc_api::v1alpha1::EphemeralRunnerStatus =
+            serde_json::from_value(patch["status"].clone()).unwrap();
+        assert!(status.job.is_some());
+    }
+}
