@@ -467,8 +467,14 @@ impl ActionsClient {
 
     /// Deletes the session (on shutdown).
     pub async fn delete_session(&self, session: &MessageSession) -> Result<(), Error> {
-        let id = session.scale_set_id.to_string();
-        let segs = path(&SCALE_SETS, &[&id, "sessions", &session.session.session_id]);
+        self.delete_session_by_id(session.scale_set_id, &session.session.session_id)
+            .await
+    }
+
+    /// Deletes a session known only by its id, such as one a crashed listener left open.
+    pub async fn delete_session_by_id(&self, scale_set_id: i64, session_id: &str) -> Result<(), Error> {
+        let id = scale_set_id.to_string();
+        let segs = path(&SCALE_SETS, &[&id, "sessions", session_id]);
         self.service(
             "delete_session",
             Method::DELETE,

@@ -68,6 +68,11 @@ impl Decider {
         })
     }
 
+    /// The replica count last written, if any.
+    pub fn last_replicas(&self) -> Option<i32> {
+        self.last.map(|(replicas, _)| replicas)
+    }
+
     /// Records that `decision` was written at `now`. Call only after the patch succeeded, so
     /// a failed patch is retried at the next decision.
     pub fn written(&mut self, decision: Decision, now: Instant) {

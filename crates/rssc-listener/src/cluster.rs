@@ -1,0 +1,159 @@
+//! The listener's side of Kubernetes: the few writes it makes and what it reads back after a
+//! restart. Behind a trait so the session loop is tested against the fake GitHub with an
+//! in-memory cluster as well as against a Kubernetes API server.
+
+use std::future::Future;
+
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use rssc_api::{
+    consts::field_managers,
+    v1alpha1::{EphemeralRunner, EphemeralRunnerSet, RunnerJob},
+};
+
+use crate::{
+    patches::{self, SessionState},
+    scaler::Decision,
+};
+
+/// What a restarted listener reads back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredState {
+    /// The sequence of the last decision written.
+    pub last_sequence: i64,
+    /// The session state and message cursor written last.
+    pub session: SessionState,
+}
+
+/// Error talking to the Kubernetes API.
+#[derive(Debug, thiserror::Error)]
+#[error("kubernetes API: {action}: {source}")]
+pub struct ClusterError {
+    action: &'static str,
+    #[source]
+    source: kube::Error,
+}
+
+impl ClusterError {
+    /// Bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match &self.source {
+            kube::Error::Api(status) if status.code == 404 => "not_found",
+            kube::Error::Api(status) if status.code == 403 => "forbidden",
+            kube::Error::Api(status) if status.code == 409 => "conflict",
+            kube::Error::Api(_) => "api_error",
+            _ => "connection",
+        }
+    }
+}
+
+/// The Kubernetes operations of a listener.
+pub trait Cluster: Send + Sync {
+    /// Reads the last decision sequence and session state.
+    fn read_state(&self) -> impl Future<Output = Result<StoredState, ClusterError>> + Send;
+    /// Writes a decision to the EphemeralRunnerSet's spec.
+    fn write_decision(&self, decision: Decision) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Writes the session state to the EphemeralRunnerSet's status.
+    fn write_session_state(
+        &self,
+        state: &SessionState,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Records the job a runner started on its EphemeralRunner; a runner that is already gone
+    /// is not an error.
+    fn record_job_started(
+        &self,
+        runner_name: &str,
+        job: &RunnerJob,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
+
+/// The listener's cluster through the Kubernetes API.
+#[derive(Clone)]
+pub struct KubeCluster {
+    sets: Api<EphemeralRunnerSet>,
+    runners: Api<EphemeralRunner>,
+    name: String,
+}
+
+impl KubeCluster {
+    /// The EphemeralRunnerSet `name` in `namespace` and its runners.
+    pub fn new(client: Client, namespace: &str, name: &str) -> Self {
+        Self {
+            sets: Api::namespaced(client.clone(), namespace),
+            runners: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// Merge patches, attributed to the listener's field manager.
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(field_managers::LISTENER.to_owned()),
+        ..Default::default()
+    }
+}
+
+impl Cluster for KubeCluster {
+    async fn read_state(&self) -> Result<StoredState, ClusterError> {
+        let set = self.sets.get(&self.name).await.map_err(|source| ClusterError {
+            action: "read",
+            source,
+        })?;
+        let listener = set.status.and_then(|s| s.listener).unwrap_or_default();
+        Ok(StoredState {
+            last_sequence: set.spec.patch_sequence,
+            session: SessionState {
+                ready: false,
+                last_successful_poll: listener.last_successful_poll_time,
+                session_restarts: listener.session_restarts,
+                last_message_id: listener.last_message_id,
+                session_id: listener.session_id,
+            },
+        })
+    }
+
+    async fn write_decision(&self, decision: Decision) -> Result<(), ClusterError> {
+        self.sets
+            .patch(&self.name, &params(), &Patch::Merge(patches::decision(decision)))
+            .await
+            .map(drop)
+            .map_err(|source| ClusterError {
+                action: "write decision",
+                source,
+            })
+    }
+
+    async fn write_session_state(&self, state: &SessionState) -> Result<(), ClusterError> {
+        self.sets
+            .patch_status(
+                &self.name,
+                &params(),
+                &Patch::Merge(patches::session_state(state)),
+            )
+            .await
+            .map(drop)
+            .map_err(|source| ClusterError {
+                action: "write session state",
+                source,
+            })
+    }
+
+    async fn record_job_started(&self, runner_name: &str, job: &RunnerJob) -> Result<(), ClusterError> {
+        match self
+            .runners
+            .patch_status(runner_name, &params(), &Patch::Merge(patches::job_started(job)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The runner may already be gone (finished, or never ours); nothing to protect.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(ClusterError {
+                action: "record job",
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The listener's loop: open a message session, long-poll, act on each message, write
+//! decisions, and survive everything GitHub and the network do to it.
+//!
+//! For each message: acquire the jobs offered, record jobs that runners started (the busy mark
+//! that protects them from scale-down), decide and write the replica count, then acknowledge
+//! the message and write the cursor. Acknowledging last means a crash before the ack replays
+//! the message, and every step above is idempotent, so nothing is lost or counted twice.
+//!
+//! Errors never end the process: transient ones back off and retry; an evicted session is
+//! created again; a session held by someone else (usually a predecessor that died) backs off
+//! with jitter while `/readyz` says why; a deleted scale set is retried until the controller
+//! registers it again (and restarts the listener with the new ID).
+
+use std::{future::Future, time::Duration};
+
+use rssc_github::{
+    ActionsClient, Error as GitHubError, MessageSession, ScaleSetMessage, Statistics, backoff::RetryPolicy,
+};
+use rssc_runtime::health::Health;
+use tokio::{sync::watch, time::Instant};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    cluster::Cluster,
+    handler::handle,
+    metrics::ListenerMetrics,
+    patches::SessionState,
+    scaler::{Decider, Limits, desired_runners},
+};
+
+/// Health check names on `/readyz`.
+pub mod checks {
+    /// The message session is open.
+    pub const SESSION: &str = "session";
+    /// A long poll completed recently.
+    pub const POLL: &str = "poll";
+    /// The Kubernetes API answers.
+    pub const KUBERNETES: &str = "kubernetes";
+}
+
+/// How the loop behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// ID of the scale set on GitHub.
+    pub scale_set_id: i64,
+    /// Owner name of the message session.
+    pub session_owner: String,
+    /// Decisions are written again after this long even if unchanged.
+    pub heartbeat: Duration,
+    /// `/readyz` fails when no poll completed for this long.
+    pub poll_stale_after: Duration,
+    /// Backoff between failed attempts (GitHub, Kubernetes, session conflicts).
+    pub retry: RetryPolicy,
+    /// Time allowed for closing the session on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// Defaults for scale set `scale_set_id`.
+    pub fn new(scale_set_id: i64, session_owner: impl Into<String>) -> Self {
+        Self {
+            scale_set_id,
+            session_owner: session_owner.into(),
+            heartbeat: Duration::from_secs(50),
+            // The server answers within ~50 s even when idle.
+            poll_stale_after: Duration::from_secs(150),
+            retry: RetryPolicy {
+                max_retries: u32::MAX,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(60),
+                max_server_delay: Duration::from_secs(300),
+            },
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One scale set's listener.
+pub struct Listener<C> {
+    /// GitHub.
+    pub client: ActionsClient,
+    /// Kubernetes.
+    pub cluster: C,
+    /// Behaviour.
+    pub settings: Settings,
+    /// The limits in force, updated live.
+    pub limits: watch::Receiver<Limits>,
+    /// Metrics.
+    pub metrics: ListenerMetrics,
+    /// Readiness checks.
+    pub health: Health,
+}
+
+/// What ended a wait.
+enum Event<T> {
+    Shutdown,
+    LimitsChanged,
+    Done(T),
+}
+
+/// The loop's memory between messages.
+struct State {
+    session: SessionState,
+    decider: Decider,
+    statistics: Option<Statistics>,
+    sessions_created: u64,
+    state_written: Option<Instant>,
+}
+
+impl<C: Cluster> Listener<C> {
+    /// Runs until `shutdown` completes, then closes the session and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let Some(stored) = self.read_stored_state(&mut shutdown).await else {
+            return;
+        };
+        let mut state = State {
+            decider: Decider::new(self.settings.heartbeat, stored.last_sequence),
+            session: stored.session,
+            statistics: None,
+            sessions_created: 0,
+            state_written: None,
+        };
+        self.close_left_over_session(&mut state.session).await;
+
+        let client = self.client.clone();
+        let mut failures = 0u32;
+        'session: loop {
+            let create = client.create_session(self.settings.scale_set_id, &self.settings.session_owner);
+            let mut session = match wait(&mut shutdown, &mut self.limits, create).await {
+                Event::Shutdown => break 'session,
+                Event::LimitsChanged => continue 'session,
+                Event::Done(Ok(session)) => session,
+                Event::Done(Err(err)) => {
+                    self.session_failed(&err);
+                    if self.pause(&mut shutdown, &mut failures).await {
+                        break 'session;
+                    }
+                    continue 'session;
+                }
+            };
+            failures = 0;
+            self.session_opened(&session, &mut state).await;
+
+            loop {
+                let last = state.session.last_message_id.unwrap_or(0);
+                let capacity = u32::try_from(self.limits.borrow().max_runners.max(0)).unwrap_or(0);
+                let poll = client.get_message(&mut session, last, capacity);
+                let event = wait(&mut shutdown, &mut self.limits, poll).await;
+                match event {
+                    Event::Shutdown => {
+                        self.close_session(&session, &mut state).await;
+                        break 'session;
+                    }
+                    Event::LimitsChanged => {
+                        info!(limits = ?*self.limits.borrow(), "limits changed");
+                        self.decide(&mut state, "limits changed").await;
+                    }
+                    Event::Done(Ok(None)) => {
+                        self.metrics.polls.inc();
+                        self.health
+                            .heartbeat(checks::POLL, self.settings.poll_stale_after);
+                        failures = 0;
+                        state.session.last_successful_poll = Some(now());
+                        self.decide(&mut state, "heartbeat").await;
+                        let due = state
+                            .state_written
+                            .is_none_or(|at| at.elapsed() >= self.settings.heartbeat);
+                        if due {
+                            self.write_session_state(&mut state).await;
+                        }
+                    }
+                    Event::Done(Ok(Some(message))) => {
+                        self.metrics.polls.inc();
+                        self.health
+                            .heartbeat(checks::POLL, self.settings.poll_stale_after);
+                        failures = 0;
+                        self.process(&mut session, message, &mut state).await;
+                    }
+                    Event::Done(Err(
+                        err @ (GitHubError::SessionNotFound { .. } | GitHubError::Unauthorized { .. }),
+                    )) => {
+                        warn!(error = %err, category = err.category(), "message session lost; creating a new one");
+                        state.session.ready = false;
+                        continue 'session;
+                    }
+                    Event::Done(Err(err @ GitHubError::NotFound { .. })) => {
+                        self.scale_set_missing(&err);
+                        if self.pause(&mut shutdown, &mut failures).await {
+                            break 'session;
+                        }
+                        continue 'session;
+                    }
+                    Event::Done(Err(err)) => {
+                        warn!(error = %err, category = err.category(), "long poll failed; retrying");
+                        if self.pause(&mut shutdown, &mut failures).await {
+                            self.close_session(&session, &mut state).await;
+                            break 'session;
+                        }
+                    }
+                }
+            }
+        }
+        info!("listener stopped");
+    }
+
+    /// Sleeps the backoff for the next failure; true if shutdown came first.
+    async fn pause(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        failures: &mut u32,
+    ) -> bool {
+        let delay = self.settings.retry.backoff(*failures, rand::random::<f64>());
+        *failures = failures.saturating_add(1);
+        debug!(delay_ms = delay.as_millis() as u64, "backing off");
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => true,
+            () = tokio::time::sleep(delay) => false,
+        }
+    }
+
+    async fn read_stored_state(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<crate::cluster::StoredState> {
+        let mut failures = 0;
+        loop {
+            match self.cluster.read_state().await {
+                Ok(stored) => {
+                    self.health.set(checks::KUBERNETES, Ok(()));
+                    return Some(stored);
+                }
+                Err(err) => {
+                    warn!(error = %err, category = err.category(), "cannot read the EphemeralRunnerSet; retrying");
+                    self.health.set(checks::KUBERNETES, Err(err.to_string()));
+                    if self.pause(shutdown, &mut failures).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes a session a previous listener recorded but did not close (it crashed, or its
+    /// node went away), so ours does not wait out a conflict.
+    async fn close_left_over_session(&self, session: &mut SessionState) {
+        let Some(old) = session.session_id.take() else {
+            return;
+        };
+        match self
+            .client
+            .delete_session_by_id(self.settings.scale_set_id, &old)
+            .await
+        {
+            Ok(()) => info!(session_id = %old, "closed the message session a previous listener left open"),
+            Err(GitHubError::NotFound { .. }) => {
+                debug!(session_id = %old, "the previous session is already gone")
+            }
+            Err(err) => warn!(error = %err, session_id = %old, "could not close the previous session"),
+        }
+    }
+
+    fn session_failed(&self, err: &GitHubError) {
+        match err {
+            GitHubError::SessionConflict { .. } => {
+                self.metrics.session_conflicts.inc();
+                warn!(error = %err, scale_set_id = self.settings.scale_set_id,
+                    "another message session holds this scale set (a listener that did not shut down cleanly, or another cluster using the same scale set name and runner group); retrying");
+                self.health.set(
+                    checks::SESSION,
+                    Err("another message session holds this scale set; retrying until it is released".into()),
+                );
+            }
+            GitHubError::NotFound { .. } => self.scale_set_missing(err),
+            _ => {
+                warn!(error = %err, category = err.category(), "cannot create the message session; retrying");
+                self.health.set(
+                    checks::SESSION,
+                    Err(format!("cannot create the message session: {}", err.category())),
+                );
+            }
+        }
+    }
+
+    fn scale_set_missing(&self, err: &GitHubError) {
+        error!(error = %err, scale_set_id = self.settings.scale_set_id,
+            "the scale set is gone on GitHub; waiting for the controller to register it again");
+        self.health.set(
+            checks::SESSION,
+            Err(format!(
+                "scale set {} not found on GitHub; waiting for it to be registered again",
+                self.settings.scale_set_id
+            )),
+        );
+    }
+
+    async fn session_opened(&mut self, session: &MessageSession, state: &mut State) {
+        self.metrics.session_creations.inc();
+        if state.sessions_created > 0 {
+            state.session.session_restarts += 1;
+        }
+        state.sessions_created += 1;
+        state.session.session_id = Some(session.session_id().to_owned());
+        state.session.ready = true;
+        self.health.set(checks::SESSION, Ok(()));
+        self.health
+            .heartbeat(checks::POLL, self.settings.poll_stale_after);
+        info!(session_id = session.session_id(), owner = %self.settings.session_owner, "message session open");
+        // Scale on the session's statistics before the first message arrives.
+        if let Some(statistics) = session.session.statistics {
+            self.metrics.record_statistics(&statistics);
+            state.statistics = Some(statistics);
+        }
+        self.decide(state, "session opened").await;
+        self.write_session_state(state).await;
+    }
+
+    async fn process(&mut self, session: &mut MessageSession, message: ScaleSetMessage, state: &mut State) {
+        let handled = handle(&message);
+        self.metrics.record_statistics(&handled.statistics);
+        self.metrics.record_jobs(&handled);
+        if !handled.acquire.is_empty() {
+            match self.client.acquire_jobs(session, &handled.acquire).await {
+                Ok(acquired) => debug!(
+                    offered = handled.acquire.len(),
+                    acquired = acquired.len(),
+                    "acquired jobs"
+                ),
+                Err(err) => {
+                    warn!(error = %err, offered = handled.acquire.len(), "acquiring jobs failed; GitHub offers them again")
+                }
+            }
+        }
+        for started in &handled.started {
+            if let Err(err) = self
+                .cluster
+                .record_job_started(&started.runner_name, &started.job)
+                .await
+            {
+                // The controller also asks GitHub before removing a runner, so a missed mark
+                // cannot remove a busy runner; it only delays the status.
+                warn!(error = %err, runner = %started.runner_name, "cannot record the job on its runner");
+            }
+        }
+        state.statistics = Some(handled.statistics);
+        self.decide(state, "message").await;
+        match self.client.delete_message(session, message.message_id).await {
+            Ok(()) => state.session.last_message_id = Some(message.message_id),
+            Err(err) => {
+                warn!(error = %err, message_id = message.message_id, "acknowledging the message failed; it will come again")
+            }
+        }
+        state.session.last_successful_poll = Some(now());
+        self.write_session_state(state).await;
+    }
+
+    /// Decides and, when due, writes the replica count.
+    async fn decide(&mut self, state: &mut State, reason: &'static str) {
+        let Some(statistics) = state.statistics else {
+            return;
+        };
+        let limits = *self.limits.borrow();
+        self.metrics.record_limits(limits);
+        let desired = desired_runners(limits, statistics.total_assigned_jobs);
+        self.metrics.record_desired(desired);
+        let Some(decision) = state.decider.decide(desired, Instant::now().into_std()) else {
+            return;
+        };
+        let previous = state.decider.last_replicas();
+        match self.cluster.write_decision(decision).await {
+            Ok(()) => {
+                state.decider.written(decision, Instant::now().into_std());
+                self.metrics.decisions.inc();
+                self.health.set(checks::KUBERNETES, Ok(()));
+                info!(
+                    reason,
+                    desired = decision.replicas,
+                    previous,
+                    sequence = decision.sequence,
+                    min_runners = limits.min_runners,
+                    max_runners = limits.max_runners,
+                    assigned_jobs = statistics.total_assigned_jobs,
+                    running_jobs = statistics.total_running_jobs,
+                    available_jobs = statistics.total_available_jobs,
+                    registered_runners = statistics.total_registered_runners,
+                    busy_runners = statistics.total_busy_runners,
+                    idle_runners = statistics.total_idle_runners,
+                    "decision"
+                );
+            }
+            Err(err) => {
+                warn!(error = %err, category = err.category(), desired = decision.replicas, "cannot write the decision; retrying with the next one");
+                self.health.set(checks::KUBERNETES, Err(err.to_string()));
+            }
+        }
+    }
+
+    async fn write_session_state(&self, state: &mut State) {
+        match self.cluster.write_session_state(&state.session).await {
+            Ok(()) => state.state_written = Some(Instant::now()),
+            Err(err) => warn!(error = %err, category = err.category(), "cannot write the session state"),
+        }
+    }
+
+    async fn close_session(&self, session: &MessageSession, state: &mut State) {
+        let close = self.client.delete_session(session);
+        match tokio::time::timeout(self.settings.shutdown_timeout, close).await {
+            Ok(Ok(())) => {
+                info!(session_id = session.session_id(), "message session closed");
+                state.session.session_id = None;
+            }
+            Ok(Err(err)) => {
+                warn!(error = %err, "closing the message session failed; the next listener closes it")
+            }
+            Err(_) => warn!("closing the message session timed out; the next listener closes it"),
+        }
+        state.session.ready = false;
+        self.write_session_state(state).await;
+    }
+}
+
+/// Waits for `work`, the shutdown signal or a change of limits, whichever comes first.
+async fn wait<T>(
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    limits: &mut watch::Receiver<Limits>,
+    work: impl Future<Output = T>,
+) -> Event<T> {
+    let limits_changed = async {
+        if limits.changed().await.is_err() {
+            // The source of limits is gone; they cannot change any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.as_mut() => Event::Shutdown,
+        () = limits_changed => Event::LimitsChanged,
+        result = work => Event::Done(result),
+    }
+}
+
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::chrono::Utc::now())
+}

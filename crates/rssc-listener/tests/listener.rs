@@ -1,0 +1,620 @@
+//! The listener's session loop against the fake GitHub over loopback HTTP, with an in-memory
+//! record of what it writes to Kubernetes. Runners are simulated the way a node would run
+//! them: a JIT configuration per runner, which takes a job and finishes it.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::registry::Registry;
+use rssc_api::v1alpha1::RunnerJob;
+use rssc_github::{
+    ActionsClient, ClientOptions, Credentials, GitHubConfig, NewScaleSet, Secret, backoff::RetryPolicy,
+};
+use rssc_listener::{
+    cluster::{Cluster, ClusterError, StoredState},
+    metrics::{ListenerMetrics, ScaleSetLabels},
+    patches::SessionState,
+    scaler::{Decision, Limits},
+    service::{Listener, Settings, checks},
+};
+use rssc_runtime::health::Health;
+use rssc_sim_github::{FakeConfig, FakeGitHub, FaultKind, JobSpec, JobState, StartedRunner};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+    time::timeout,
+};
+
+const PAT: &str = "ghp_listener_test_token";
+const SCALE_SET: &str = "linux-x64";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the listener wrote, as a Kubernetes API server would keep it.
+#[derive(Clone, Debug, Default)]
+struct Written {
+    decisions: Vec<Decision>,
+    session: SessionState,
+    busy_runners: BTreeSet<String>,
+}
+
+/// An in-memory EphemeralRunnerSet and its runners' job marks.
+#[derive(Clone)]
+struct MemoryCluster {
+    written: Arc<Mutex<Written>>,
+    changes: watch::Sender<Written>,
+}
+
+impl MemoryCluster {
+    fn new() -> Self {
+        Self {
+            written: Arc::default(),
+            changes: watch::channel(Written::default()).0,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Written)) {
+        let mut written = self.written.lock().unwrap();
+        f(&mut written);
+        self.changes.send_replace(written.clone());
+    }
+
+    fn snapshot(&self) -> Written {
+        self.written.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, what: &str, pred: impl Fn(&Written) -> bool) -> Written {
+        let mut rx = self.changes.subscribe();
+        let found = timeout(WAIT, rx.wait_for(|w| pred(w))).await;
+        match found {
+            Ok(Ok(w)) => w.clone(),
+            _ => panic!(
+                "timed out waiting for {what}; last written: {:?}",
+                self.snapshot()
+            ),
+        }
+    }
+
+    fn last_replicas(&self) -> Option<i32> {
+        self.snapshot().decisions.last().map(|d| d.replicas)
+    }
+}
+
+impl Cluster for MemoryCluster {
+    async fn read_state(&self) -> Result<StoredState, ClusterError> {
+        let w = self.snapshot();
+        Ok(StoredState {
+            last_sequence: w.decisions.last().map_or(0, |d| d.sequence),
+            session: w.session,
+        })
+    }
+
+    async fn write_decision(&self, decision: Decision) -> Result<(), ClusterError> {
+        self.update(|w| w.decisions.push(decision));
+        Ok(())
+    }
+
+    async fn write_session_state(&self, state: &SessionState) -> Result<(), ClusterError> {
+        self.update(|w| w.session = state.clone());
+        Ok(())
+    }
+
+    async fn record_job_started(&self, runner_name: &str, _job: &RunnerJob) -> Result<(), ClusterError> {
+        let name = runner_name.to_owned();
+        self.update(|w| {
+            w.busy_runners.insert(name);
+        });
+        Ok(())
+    }
+}
+
+struct Harness {
+    fake: Arc<FakeGitHub>,
+    client: ActionsClient,
+    scale_set_id: i64,
+    cluster: MemoryCluster,
+    limits: watch::Sender<Limits>,
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        long_poll_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+            max_server_delay: Duration::from_secs(2),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+async fn harness(limits: Limits) -> Harness {
+    let fake = FakeGitHub::start(FakeConfig {
+        long_poll_window: Duration::from_millis(200),
+        tick: Duration::from_millis(5),
+        assign_timeout: Duration::from_secs(20),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    fake.add_pat(PAT);
+    let config = GitHubConfig::parse_with(&fake.config_url("octo-org"), false).unwrap();
+    let client = ActionsClient::new(
+        config,
+        Credentials::token(Secret::new(PAT.into())).unwrap(),
+        options(),
+    )
+    .unwrap();
+    let set = client
+        .create_scale_set(&NewScaleSet {
+            name: SCALE_SET.into(),
+            runner_group_id: 1,
+            labels: vec![],
+            disable_update: true,
+        })
+        .await
+        .unwrap();
+    Harness {
+        fake: Arc::new(fake),
+        client,
+        scale_set_id: set.id,
+        cluster: MemoryCluster::new(),
+        limits: watch::channel(limits).0,
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    health: Health,
+}
+
+impl Harness {
+    fn start_listener(&self) -> Running {
+        let health = Health::default();
+        let mut settings = Settings::new(self.scale_set_id, "ci/linux-x64");
+        settings.heartbeat = Duration::from_millis(500);
+        settings.retry.base_delay = Duration::from_millis(20);
+        settings.retry.max_delay = Duration::from_millis(200);
+        let labels = ScaleSetLabels::new(
+            SCALE_SET,
+            "ci",
+            &rssc_github::Scope::Organization("octo-org".into()),
+        );
+        let metrics = ListenerMetrics::register(&mut Registry::default(), labels, self.client.clone());
+        let listener = Listener {
+            client: self.client.clone(),
+            cluster: self.cluster.clone(),
+            settings,
+            limits: self.limits.subscribe(),
+            metrics,
+            health: health.clone(),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(listener.run(async move {
+            let _ = stopped.await;
+        }));
+        Running { stop, task, health }
+    }
+
+    fn queue(&self, n: usize) -> Vec<i64> {
+        (0..n)
+            .map(|_| self.fake.queue_job(JobSpec::for_labels([SCALE_SET])))
+            .collect()
+    }
+
+    /// Keeps as many runners as the listener last asked for, like a node would: each gets a
+    /// JIT configuration, takes a job when one is assigned, and finishes it.
+    fn run_runners(&self) -> (JoinHandle<()>, oneshot::Sender<()>) {
+        let (fake, client, cluster, id) = (
+            self.fake.clone(),
+            self.client.clone(),
+            self.cluster.clone(),
+            self.scale_set_id,
+        );
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // Runners finish their job at once, so every live runner is idle between ticks.
+            let mut idle: Vec<StartedRunner> = Vec::new();
+            let mut next = 0;
+            loop {
+                let want = usize::try_from(cluster.last_replicas().unwrap_or(0)).unwrap_or(0);
+                while idle.len() < want {
+                    next += 1;
+                    let jit = client
+                        .generate_jit_config(id, &format!("runner-{next}"), "_work")
+                        .await
+                        .unwrap();
+                    idle.push(fake.runner_start(jit.encoded_jit_config.expose()).unwrap());
+                }
+                let mut still_idle = Vec::new();
+                for runner in idle.drain(..) {
+                    match fake.runner_take_job(runner.runner_id).unwrap() {
+                        Some(_) => {
+                            fake.runner_finish(runner.runner_id, "succeeded").unwrap();
+                        }
+                        None => still_idle.push(runner),
+                    }
+                }
+                idle = still_idle;
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+        (task, stop)
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        timeout(WAIT, self.task)
+            .await
+            .expect("the listener stops promptly on shutdown")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 50,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let jobs = h.queue(200);
+    let (runners, stop_runners) = h.run_runners();
+    let all_done = h
+        .fake
+        .wait_until(Duration::from_secs(60), |s| {
+            jobs.iter().all(|id| s.jobs[id].state == JobState::Completed)
+        })
+        .await;
+    assert!(all_done, "all 200 jobs complete");
+    // Statistics are current in every message while job messages queue up to 50 per message,
+    // so the last JobStarted records may arrive after the decision to scale to zero.
+    let written = h
+        .cluster
+        .wait_for("scale back to zero with every job start recorded", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 0) && w.busy_runners.len() == 200
+        })
+        .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+
+    assert!(
+        written.decisions.iter().all(|d| d.replicas <= 50),
+        "never more than maxRunners"
+    );
+    assert!(
+        written.decisions.iter().any(|d| d.replicas == 50),
+        "used the full capacity"
+    );
+    let sequences: Vec<i64> = written.decisions.iter().map(|d| d.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[1] == w[0] + 1),
+        "each decision has the next sequence"
+    );
+    h.fake.with_state(|s| {
+        for id in &jobs {
+            assert_eq!(s.jobs[id].run_count, 1, "job {id} ran exactly once");
+        }
+    });
+    assert!(written.session.last_message_id.is_some(), "the cursor is kept");
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_runners_are_idle_headroom_and_limit_changes_apply_live() {
+    let h = harness(Limits {
+        min_runners: 2,
+        max_runners: 10,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster
+        .wait_for("min runners", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 2)
+        })
+        .await;
+    h.queue(3);
+    h.cluster
+        .wait_for("min + assigned", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 5)
+        })
+        .await;
+    h.limits.send_replace(Limits {
+        min_runners: 4,
+        max_runners: 10,
+    });
+    h.cluster
+        .wait_for("new min without a restart", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 7)
+        })
+        .await;
+    h.limits.send_replace(Limits {
+        min_runners: 4,
+        max_runners: 6,
+    });
+    h.cluster
+        .wait_for("new max", |w| w.decisions.last().is_some_and(|d| d.replicas == 6))
+        .await;
+    assert_eq!(
+        h.fake.with_state(|s| s.sessions.len()),
+        1,
+        "one session throughout"
+    );
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_every_fault_the_fake_injects() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 100,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let mut queued = 0;
+    let mut expect_more = |h: &Harness, n: usize| {
+        h.queue(n);
+        queued += n;
+        queued as i32
+    };
+
+    h.fake.inject(FaultKind::Status(503), 3, Some("/broker/"));
+    let want = expect_more(&h, 1);
+    h.cluster
+        .wait_for("after 503s", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+
+    h.fake
+        .inject(FaultKind::RateLimit { retry_after_secs: 1 }, 1, Some("/broker/"));
+    let want = expect_more(&h, 1);
+    h.cluster
+        .wait_for("after a 429", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+
+    h.fake.inject(FaultKind::Truncate, 2, Some("/broker/"));
+    let want = expect_more(&h, 1);
+    h.cluster
+        .wait_for("after truncated bodies", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+
+    h.fake.expire_message_queue_tokens();
+    let want = expect_more(&h, 1);
+    h.cluster
+        .wait_for("after token expiry mid-poll", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+
+    let restarts = h.cluster.snapshot().session.session_restarts;
+    h.fake.evict_sessions(Some(h.scale_set_id));
+    h.fake.expire_message_queue_tokens();
+    let want = expect_more(&h, 1);
+    let w = h
+        .cluster
+        .wait_for("a new session after eviction", |w| {
+            w.session.session_restarts > restarts && w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+    assert!(w.session.ready);
+
+    let connection_errors = || -> u64 {
+        h.client
+            .metrics()
+            .snapshot()
+            .iter()
+            .filter(|r| r.status_class == "error")
+            .map(|r| r.stats.requests)
+            .sum()
+    };
+    let before = connection_errors();
+    h.fake.set_refuse_connections(true);
+    let want = expect_more(&h, 1);
+    eventually("requests failing while connections are refused", || {
+        connection_errors() > before + 2
+    })
+    .await;
+    h.fake.set_refuse_connections(false);
+    h.cluster
+        .wait_for("after refused connections", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+
+    h.fake.set_server_error_rate(0.3);
+    let want = expect_more(&h, 2);
+    h.cluster
+        .wait_for("under a 30% error rate", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == want)
+        })
+        .await;
+    h.fake.set_server_error_rate(0.0);
+
+    assert!(
+        listener.health.readiness().ready,
+        "{}",
+        listener.health.readiness().report
+    );
+    listener.stop().await;
+    assert!(
+        h.fake.with_state(|s| s.sessions.is_empty()),
+        "the session is closed on shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_burst_neither_loses_nor_replays_decisions() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 30,
+    })
+    .await;
+    let first = h.start_listener();
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    h.queue(20);
+    h.cluster
+        .wait_for("scale up", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 20)
+        })
+        .await;
+    first.stop().await;
+    let before = h.cluster.snapshot();
+    assert!(
+        before.session.session_id.is_none(),
+        "a clean shutdown closes the session"
+    );
+    assert!(before.session.last_message_id.is_some());
+
+    h.queue(5);
+    let second = h.start_listener();
+    let after = h
+        .cluster
+        .wait_for("the restarted listener's view", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 25)
+        })
+        .await;
+    let new: Vec<_> = after.decisions[before.decisions.len()..].to_vec();
+    assert!(!new.is_empty());
+    assert_eq!(
+        new[0].sequence,
+        before.decisions.last().unwrap().sequence + 1,
+        "sequence continues after a restart"
+    );
+    assert!(
+        new.iter().all(|d| d.replicas >= 20),
+        "no decision from an older state is replayed: {new:?}"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_left_by_a_crashed_listener_is_closed_instead_of_looping_on_409() {
+    let h = harness(Limits {
+        min_runners: 1,
+        max_runners: 5,
+    })
+    .await;
+    // A predecessor opened a session, recorded it, and died without closing it.
+    let stale = h
+        .client
+        .create_session(h.scale_set_id, "ci/linux-x64")
+        .await
+        .unwrap();
+    h.cluster
+        .update(|w| w.session.session_id = Some(stale.session_id().to_owned()));
+    let listener = h.start_listener();
+    h.cluster
+        .wait_for("a decision from a fresh session", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 1)
+        })
+        .await;
+    let sessions: Vec<String> = h.fake.with_state(|s| s.sessions.keys().cloned().collect());
+    assert_eq!(sessions.len(), 1);
+    assert_ne!(sessions[0], stale.session_id());
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_conflicting_session_is_retried_and_reported_until_released() {
+    let h = harness(Limits {
+        min_runners: 1,
+        max_runners: 5,
+    })
+    .await;
+    let other = h
+        .client
+        .create_session(h.scale_set_id, "another-cluster")
+        .await
+        .unwrap();
+    let listener = h.start_listener();
+    let health = listener.health.clone();
+    eventually("readiness explains the conflict", || {
+        let r = health.readiness();
+        !r.ready && r.report.contains("another message session holds this scale set")
+    })
+    .await;
+    assert!(h.cluster.snapshot().decisions.is_empty());
+
+    h.client.delete_session(&other).await.unwrap();
+    h.cluster
+        .wait_for("the session once released", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 1)
+        })
+        .await;
+    assert!(health.readiness().report.contains("session: ok"));
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_session_and_returns() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 5,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster.wait_for("a session", |w| w.session.ready).await;
+    listener.stop().await;
+    assert!(h.fake.with_state(|s| s.sessions.is_empty()));
+    let w = h.cluster.snapshot();
+    assert!(!w.session.ready && w.session.session_id.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_scale_set_is_reported_and_retried() {
+    let h = harness(Limits {
+        min_runners: 1,
+        max_runners: 5,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster.wait_for("a session", |w| w.session.ready).await;
+    h.fake.delete_scale_set_server_side(h.scale_set_id).unwrap();
+    h.fake.expire_message_queue_tokens();
+    let health = listener.health.clone();
+    eventually("readiness reports the missing scale set", || {
+        health
+            .readiness()
+            .report
+            .contains(&format!("{}: scale set", checks::SESSION))
+    })
+    .await;
+    assert!(!listener.task.is_finished(), "the listener keeps running");
+    listener.stop().await;
+}
+
+/// Waits until `cond` holds, checking every few milliseconds, for at most [`WAIT`].
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let waited = timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting until {what}");
+}
