@@ -243,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_job_types_are_skipped_and_the_rest_handled() {
+        let batch = serde_json::json!([
+            {"messageType": "JobAvailable", "runnerRequestId": 1, "acquireJobUrl": "x"},
+            {"messageType": "JobPaused", "runnerRequestId": 2},
+            {"messageType": "JobAvailable", "runnerRequestId": 3, "acquireJobUrl": "y"}
+        ]);
+        let body = serde_json::json!({
+            "messageId": 9,
+            "messageType": "RunnerScaleSetJobMessages",
+            "body": batch.to_string(),
+            "statistics": {"totalAssignedJobs": 2}
+        });
+        let message = rssc_github::decode::message(body.to_string().as_bytes()).unwrap();
+        let h = handle(&message);
+        assert_eq!(h.acquire, [1, 3]);
+        assert_eq!(h.statistics.total_assigned_jobs, 2);
+    }
+
+    #[test]
     fn an_empty_message_only_carries_statistics() {
         let h = handle(&message(vec![]));
         assert!(h.acquire.is_empty() && h.started.is_empty() && h.completed.is_empty());

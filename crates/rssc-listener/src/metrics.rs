@@ -110,6 +110,8 @@ pub struct ListenerMetrics {
     pub polls: Counter,
     /// Decisions written to the EphemeralRunnerSet.
     pub decisions: Counter,
+    /// How long long polls took (up to the server's ~50 s window when idle).
+    pub poll_duration: Histogram,
 }
 
 impl ListenerMetrics {
@@ -134,6 +136,9 @@ impl ListenerMetrics {
             session_conflicts: Counter::default(),
             polls: Counter::default(),
             decisions: Counter::default(),
+            poll_duration: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 60.0, 90.0,
+            ]),
         };
         let m = metrics.clone();
         registry.register(
@@ -200,6 +205,11 @@ impl ListenerMetrics {
             "rssc_listener_decisions",
             "Decisions written to the EphemeralRunnerSet",
             m.decisions,
+        );
+        registry.register(
+            "rssc_listener_poll_duration_seconds",
+            "Duration of message long polls, answered or not",
+            m.poll_duration,
         );
         registry.register_collector(Box::new(ClientMetrics(client)));
         metrics

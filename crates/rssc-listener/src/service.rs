@@ -146,7 +146,13 @@ impl<C: Cluster> Listener<C> {
                 let last = state.session.last_message_id.unwrap_or(0);
                 let capacity = u32::try_from(self.limits.borrow().max_runners.max(0)).unwrap_or(0);
                 let poll = client.get_message(&mut session, last, capacity);
+                let started = Instant::now();
                 let event = wait(&mut shutdown, &mut self.limits, poll).await;
+                if matches!(event, Event::Done(_)) {
+                    self.metrics
+                        .poll_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 match event {
                     Event::Shutdown => {
                         self.close_session(&session, &mut state).await;

@@ -355,6 +355,36 @@ async fn min_runners_are_idle_headroom_and_limit_changes_apply_live() {
         1,
         "one session throughout"
     );
+    let capacities: Vec<String> = h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/broker/"))
+        .filter_map(|c| {
+            c.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-scalesetmaxcapacity"))
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(
+        capacities.first().map(String::as_str),
+        Some("10"),
+        "polls announce maxRunners"
+    );
+    eventually("polls announce the new maxRunners", || {
+        h.fake
+            .calls()
+            .iter()
+            .rev()
+            .filter(|c| c.path.contains("/broker/"))
+            .any(|c| {
+                c.headers
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("x-scalesetmaxcapacity") && v == "6")
+            })
+    })
+    .await;
     listener.stop().await;
 }
 
