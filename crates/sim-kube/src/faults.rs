@@ -1,0 +1,127 @@
+//! Run-time fault injection and the request log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+/// Faults currently injected; change them at any time through [`Faults`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultConfig {
+    /// Added to every request before it is handled.
+    pub latency: Duration,
+    /// Fraction (0..=1) of writes answered with 409 Conflict without being applied.
+    pub write_conflict_rate: f64,
+    /// Fraction (0..=1) of writes answered with 500 InternalError without being applied.
+    pub write_error_rate: f64,
+}
+
+/// One handled request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, or
+    /// `discovery` for everything else.
+    pub verb: String,
+    /// Plural resource (with `/status` for the subresource), or the path for discovery.
+    pub resource: String,
+    /// Namespace, empty for cluster scope.
+    pub namespace: String,
+    /// Object name, empty for collections.
+    pub name: String,
+    /// HTTP status code of the response (200 for watches).
+    pub code: u16,
+}
+
+/// The most recent requests (at most [`LOG_LIMIT`]) and counts over all of them.
+#[derive(Debug, Default)]
+struct Log {
+    recent: VecDeque<RequestRecord>,
+    counts: BTreeMap<(String, String), usize>,
+}
+
+/// How many requests the log keeps; counts cover every request.
+pub const LOG_LIMIT: usize = 100_000;
+
+/// Fault switches and the request log, shared by every connection.
+#[derive(Debug)]
+pub struct Faults {
+    config: Mutex<FaultConfig>,
+    log: Mutex<Log>,
+    drop_watches: broadcast::Sender<()>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            config: Mutex::default(),
+            log: Mutex::default(),
+            drop_watches: broadcast::channel(16).0,
+        }
+    }
+}
+
+impl Faults {
+    /// The current fault configuration.
+    pub fn config(&self) -> FaultConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the fault configuration.
+    pub fn set(&self, config: FaultConfig) {
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
+    /// Ends every open watch stream now (clients see the stream close and re-watch).
+    pub fn drop_watches(&self) {
+        let _ = self.drop_watches.send(());
+    }
+
+    /// A receiver that fires when watches are to be dropped.
+    pub fn watch_drops(&self) -> broadcast::Receiver<()> {
+        self.drop_watches.subscribe()
+    }
+
+    /// Appends to the request log.
+    pub fn record(&self, record: RequestRecord) {
+        let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *log.counts
+            .entry((record.verb.clone(), record.resource.clone()))
+            .or_insert(0) += 1;
+        log.recent.push_back(record);
+        if log.recent.len() > LOG_LIMIT {
+            log.recent.pop_front();
+        }
+    }
+
+    /// The requests handled so far (the most recent [`LOG_LIMIT`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recent
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Request counts by (verb, resource), over every request since the last clear.
+    pub fn counts(&self) -> BTreeMap<(String, String), usize> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .counts
+            .clone()
+    }
+
+    /// Clears the request log and the counts.
+    pub fn clear_log(&self) {
+        *self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Log::default();
+    }
+}
