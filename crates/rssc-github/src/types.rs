@@ -45,6 +45,24 @@ fn system_label_type() -> String {
     "System".to_owned()
 }
 
+impl Label {
+    /// A `System` label.
+    pub fn system(name: impl Into<String>) -> Self {
+        Self {
+            label_type: system_label_type(),
+            name: name.into(),
+        }
+    }
+
+    /// A `User` label.
+    pub fn user(name: impl Into<String>) -> Self {
+        Self {
+            label_type: "User".to_owned(),
+            name: name.into(),
+        }
+    }
+}
+
 /// Runner settings of a scale set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -120,7 +138,7 @@ pub struct NewScaleSet {
     /// Runner group id (1 is the default group).
     pub runner_group_id: i64,
     /// Extra labels beyond the name.
-    pub labels: Vec<String>,
+    pub labels: Vec<Label>,
     /// Whether runners skip self-update.
     pub disable_update: bool,
 }
@@ -137,19 +155,10 @@ pub(crate) struct CreateScaleSetBody<'a> {
 }
 
 impl NewScaleSet {
-    /// The labels sent: the name first, then the extra labels, de-duplicated.
+    /// The labels sent: the name first (a `System` label), then the extra labels,
+    /// de-duplicated by name.
     pub fn wire_labels(&self) -> Vec<Label> {
-        let mut out: Vec<Label> = Vec::new();
-        for name in std::iter::once(&self.name).chain(self.labels.iter()) {
-            let name = name.trim();
-            if !name.is_empty() && !out.iter().any(|l| l.name == name) {
-                out.push(Label {
-                    label_type: system_label_type(),
-                    name: name.to_owned(),
-                });
-            }
-        }
-        out
+        wire_labels(&self.name, &self.labels)
     }
 
     pub(crate) fn body(&self) -> CreateScaleSetBody<'_> {
@@ -164,6 +173,22 @@ impl NewScaleSet {
     }
 }
 
+/// The labels of a scale set named `name` with `extra` labels: the name first, then the extra
+/// labels, de-duplicated by name, blank names dropped.
+pub fn wire_labels(name: &str, extra: &[Label]) -> Vec<Label> {
+    let mut out: Vec<Label> = Vec::new();
+    for label in std::iter::once(Label::system(name)).chain(extra.iter().cloned()) {
+        let trimmed = label.name.trim();
+        if !trimmed.is_empty() && !out.iter().any(|l| l.name == trimmed) {
+            out.push(Label {
+                label_type: label.label_type,
+                name: trimmed.to_owned(),
+            });
+        }
+    }
+    out
+}
+
 /// A partial update: only the fields set are sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,6 +199,9 @@ pub struct ScaleSetUpdate {
     /// New runner group id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner_group_id: Option<i64>,
+    /// New labels (GitHub may keep the labels it has; compare the answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<Label>>,
 }
 
 /// A message session (`RunnerScaleSetSession`).

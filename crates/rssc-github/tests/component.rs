@@ -51,6 +51,7 @@ async fn every_call_against_the_fake() {
             &ScaleSetUpdate {
                 runner_group_id: Some(other),
                 name: None,
+                labels: None,
             },
         )
         .await

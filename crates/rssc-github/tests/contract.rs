@@ -173,7 +173,7 @@ async fn client_matches_reference_fixtures() {
         .create_scale_set(&NewScaleSet {
             name: "arc-set".into(),
             runner_group_id: 1,
-            labels: vec!["linux".into()],
+            labels: vec![rssc_github::Label::system("linux")],
             disable_update: true,
         })
         .await
@@ -207,6 +207,7 @@ async fn client_matches_reference_fixtures() {
             &ScaleSetUpdate {
                 runner_group_id: Some(3),
                 name: None,
+                labels: None,
             },
         )
         .await

@@ -167,8 +167,10 @@ pub struct ScaleSet {
     pub name: String,
     /// Runner group.
     pub group_id: i64,
-    /// Labels (names).
+    /// Labels (names), matched against jobs' `runs-on`.
     pub labels: Vec<String>,
+    /// Each label's type (`System` or `User`), as registered.
+    pub label_types: Vec<String>,
     /// Disable update.
     pub disable_update: bool,
     created_on: SystemTime,
@@ -306,13 +308,6 @@ pub struct State {
     next_id: i64,
     next_message_id: i64,
     events: u64,
-}
-
-fn system_label(name: &str) -> LabelJson {
-    LabelJson {
-        label_type: Some("System".into()),
-        name: name.into(),
-    }
 }
 
 impl State {
@@ -500,7 +495,15 @@ impl State {
             name: ss.name.clone(),
             runner_group_id: ss.group_id,
             runner_group_name: self.groups.get(&ss.group_id).cloned().unwrap_or_default(),
-            labels: ss.labels.iter().map(|l| system_label(l)).collect(),
+            labels: ss
+                .labels
+                .iter()
+                .zip(&ss.label_types)
+                .map(|(name, type_)| LabelJson {
+                    label_type: Some(type_.clone()),
+                    name: name.clone(),
+                })
+                .collect(),
             runner_setting: RunnerSettingJson {
                 disable_update: ss.disable_update,
             },
@@ -549,13 +552,17 @@ impl State {
             ));
         }
         let mut labels: Vec<String> = Vec::new();
+        let mut label_types: Vec<String> = Vec::new();
         for l in req.labels.unwrap_or_default() {
             if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l.name)) {
                 labels.push(l.name);
+                // The service defaults a label's type to System.
+                label_types.push(l.label_type.unwrap_or_else(|| "System".into()));
             }
         }
         if labels.is_empty() {
             labels.push(name.clone());
+            label_types.push("System".into());
         }
         let id = self.id();
         let ss = ScaleSet {
@@ -563,6 +570,7 @@ impl State {
             name,
             group_id,
             labels,
+            label_types,
             disable_update: req.runner_setting.map(|r| r.disable_update).unwrap_or(false),
             created_on: SystemTime::now(),
             outbox: VecDeque::new(),
@@ -1150,6 +1158,13 @@ mod tests {
         });
         s.base_url = "http://127.0.0.1:1".into();
         s
+    }
+
+    fn system_label(name: &str) -> LabelJson {
+        LabelJson {
+            label_type: Some("System".into()),
+            name: name.into(),
+        }
     }
 
     fn make_set(s: &mut State, name: &str, labels: &[&str]) -> i64 {

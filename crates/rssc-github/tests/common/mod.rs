@@ -91,7 +91,7 @@ pub async fn make_scale_set(
         .create_scale_set(&rssc_github::NewScaleSet {
             name: name.into(),
             runner_group_id: 1,
-            labels: labels.iter().map(|s| s.to_string()).collect(),
+            labels: labels.iter().map(|s| rssc_github::Label::system(*s)).collect(),
             disable_update: true,
         })
         .await
