@@ -126,4 +126,13 @@ pub mod reasons {
     pub const DRAINING: &str = "Draining";
     /// Waiting for something else to become ready first.
     pub const PENDING: &str = "Pending";
+    /// GitHub answered with an error not covered by a more specific reason.
+    pub const GITHUB_ERROR: &str = "GitHubError";
+    /// The Kubernetes API refused or failed a request.
+    pub const KUBERNETES_ERROR: &str = "KubernetesError";
+    /// A referenced ConfigMap (such as the CA bundle) does not exist or lacks the key.
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// GitHub kept labels other than the ones asked for (labels are fixed when a scale set is
+    /// created).
+    pub const LABELS_NOT_APPLIED: &str = "LabelsNotApplied";
 }

@@ -1,9 +1,15 @@
-//! rssc's controller. So far: the pure desired-state logic the reconcilers are built on —
-//! runner template resolution, runner Pods and JIT Secrets, the EphemeralRunnerSet scaling plan
-//! and the classification of runner Pod outcomes.
+//! rssc's controller: the reconcilers of AutoscaleSets (so far), and the pure desired-state
+//! logic the others are built on — runner template resolution, runner Pods and JIT Secrets,
+//! listener objects, the EphemeralRunnerSet scaling plan and runner Pod outcomes.
 
+pub mod autoscale_set;
+pub mod conditions;
+pub mod context;
+pub mod controllers;
+pub mod credentials;
 pub mod listener;
 pub mod merge;
+pub mod problem;
 pub mod runner_outcome;
 pub mod runner_pod;
 pub mod runner_template;
