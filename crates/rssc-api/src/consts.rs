@@ -64,6 +64,9 @@ pub mod annotations {
     pub const TRACEPARENT: &str = "scaleset.actions.github.com/traceparent";
     /// The EphemeralRunnerSet patch sequence an EphemeralRunner was created for.
     pub const PATCH_SEQUENCE: &str = "scaleset.actions.github.com/patch-sequence";
+    /// Set on an EphemeralRunner once GitHub removed its registration, so deleting it does not
+    /// ask GitHub again.
+    pub const DEREGISTERED: &str = "scaleset.actions.github.com/deregistered";
     /// Hash of everything the listener reads; a change restarts the listener Pod.
     pub const LISTENER_CONFIG_HASH: &str = "scaleset.actions.github.com/listener-config-hash";
 }

@@ -2,7 +2,7 @@
 //! named, grouped and labelled as the spec says; on deletion, waits for the scale set's runners
 //! to finish, then removes the scale set from GitHub.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -43,6 +43,9 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Deletion waits for runners to finish or for GitHub (an error keeps the finalizer).
+    #[error("deletion waits: {0}")]
+    Draining(String),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kubernetes",
             Error::Finalizer(_) => "finalizer",
+            Error::Draining(_) => "draining",
         }
     }
 }
@@ -391,7 +395,7 @@ async fn cleanup(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
             &now,
         );
         write_status(asss, ctx, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Err(Error::Draining(format!("{left} runners left")));
     }
     if let Some(id) = asss.status.as_ref().and_then(|s| s.scale_set_id) {
         let removed = match ctx.github(asss).await {

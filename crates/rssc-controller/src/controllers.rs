@@ -3,15 +3,99 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, channel::mpsc};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     runtime::{Controller, WatchStreamExt, controller::Action, metadata_watcher, reflector::Store, watcher},
 };
-use rssc_api::v1alpha1::AutoscaleSet;
+use rssc_api::{
+    consts::labels,
+    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet},
+};
 use tracing::{debug, warn};
 
-use crate::{autoscale_set, context::Context, credentials};
+use crate::{autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set};
+
+/// Our objects among shared kinds (Pods, Secrets) carry this selector.
+fn ours() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE))
+}
+
+/// Runs the EphemeralRunnerSet controller until `shutdown` completes.
+pub async fn run_ephemeral_runner_sets(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    Controller::new(
+        Api::<EphemeralRunnerSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<EphemeralRunner>::all(client), watcher::Config::default())
+    .graceful_shutdown_on(shutdown)
+    .run(ephemeral_runner_set::reconcile, ers_error_policy, ctx)
+    .for_each(log_result)
+    .await;
+}
+
+/// Runs the EphemeralRunner controller until `shutdown` completes.
+pub async fn run_ephemeral_runners(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    Controller::new(
+        Api::<EphemeralRunner>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), ours())
+    .graceful_shutdown_on(shutdown)
+    .run(ephemeral_runner::reconcile, er_error_policy, ctx)
+    .for_each(log_result)
+    .await;
+}
+
+async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Error>(
+    result: Result<T, kube::runtime::controller::Error<E, Q>>,
+) {
+    match result {
+        Ok(object) => debug!(?object, "reconciled"),
+        // An object deleted between its event and its turn: nothing to do.
+        Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+            debug!(%object, "object already gone")
+        }
+        Err(err) => warn!(error = %err, "reconcile failed"),
+    }
+}
+
+fn ers_error_policy(
+    set: Arc<EphemeralRunnerSet>,
+    err: &ephemeral_runner_set::Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!(
+        "EphemeralRunnerSet/{}/{}",
+        set.namespace().unwrap_or_default(),
+        set.name_any()
+    );
+    warn!(error = %err, category = err.category(), "EphemeralRunnerSet reconcile failed; retrying");
+    Action::requeue(ctx.backoff(&key))
+}
+
+fn er_error_policy(runner: Arc<EphemeralRunner>, err: &ephemeral_runner::Error, ctx: Arc<Context>) -> Action {
+    if let ephemeral_runner::Error::Deregistering(why) = err {
+        debug!(%why, runner = %runner.name_any(), "runner deletion waits");
+        return Action::requeue(DRAIN_RECHECK);
+    }
+    let key = format!(
+        "EphemeralRunner/{}/{}",
+        runner.namespace().unwrap_or_default(),
+        runner.name_any()
+    );
+    warn!(error = %err, category = err.category(), "EphemeralRunner reconcile failed; retrying");
+    Action::requeue(ctx.backoff(&key))
+}
 
 /// Runs the AutoscaleSet controller until `shutdown` completes.
 pub async fn run_autoscale_sets(
@@ -76,6 +160,10 @@ async fn watch_referenced_secrets(
 }
 
 fn error_policy(asss: Arc<AutoscaleSet>, err: &autoscale_set::Error, ctx: Arc<Context>) -> Action {
+    if let autoscale_set::Error::Draining(why) = err {
+        debug!(%why, "AutoscaleSet deletion waits");
+        return Action::requeue(DRAIN_RECHECK);
+    }
     let key = format!(
         "AutoscaleSet/{}/{}",
         asss.namespace().unwrap_or_default(),
@@ -84,3 +172,6 @@ fn error_policy(asss: Arc<AutoscaleSet>, err: &autoscale_set::Error, ctx: Arc<Co
     warn!(error = %err, category = err.category(), "AutoscaleSet reconcile failed; retrying");
     Action::requeue(ctx.backoff(&key))
 }
+
+/// How often a deletion that waits (for runners, or for GitHub) looks again.
+const DRAIN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1,4 +1,5 @@
-//! rssc's controller: the reconcilers of AutoscaleSets (so far), and the pure desired-state
+//! rssc's controller: the reconcilers of AutoscaleSets, EphemeralRunnerSets and
+//! EphemeralRunners (RunnerSets are next), and the pure desired-state
 //! logic the others are built on — runner template resolution, runner Pods and JIT Secrets,
 //! listener objects, the EphemeralRunnerSet scaling plan and runner Pod outcomes.
 
@@ -7,6 +8,8 @@ pub mod conditions;
 pub mod context;
 pub mod controllers;
 pub mod credentials;
+pub mod ephemeral_runner;
+pub mod ephemeral_runner_set;
 pub mod listener;
 pub mod merge;
 pub mod problem;

@@ -1,0 +1,400 @@
+//! The EphemeralRunner reconciler: registers the runner just in time, keeps its JIT
+//! configuration in a Secret only its Pod reads, runs the Pod, and acts on how the Pod ends.
+//! On deletion it deregisters the runner first (unless the runner did so itself).
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{Pod, Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+    chrono::Utc,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer::{self, Event as Finalizer},
+    },
+};
+use rssc_api::{
+    consts::{annotations, field_managers, finalizers},
+    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, RunnerFailure},
+};
+use rssc_github::{ActionsClient, Error as GitHubError};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::{
+    context::Context,
+    problem::Problem,
+    runner_outcome::{Failure, Outcome, RunnerFacts, classify},
+    runner_pod::{JitConfig, jit_secret, runner_pod},
+};
+
+/// Error reconciling an EphemeralRunner.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Deletion waits: the runner cannot be deregistered yet (it has a job, or GitHub failed).
+    #[error("waiting to deregister the runner: {0}")]
+    Deregistering(String),
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kubernetes",
+            Error::Finalizer(_) => "finalizer",
+            Error::Deregistering(_) => "deregistering",
+        }
+    }
+}
+
+/// Reconciles one EphemeralRunner.
+pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    finalizer::finalizer(&api, finalizers::RUNNER_REGISTRATION, runner, |event| async {
+        match event {
+            Finalizer::Apply(runner) => apply(&runner, &ctx).await,
+            Finalizer::Cleanup(runner) => cleanup(&runner, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The GitHub client of the runner's AutoscaleSet.
+async fn github(runner: &EphemeralRunner, ctx: &Context) -> Result<ActionsClient, Problem> {
+    let reference = &runner.spec.runner_config.autoscale_set_ref;
+    let namespace = reference
+        .namespace_or(runner.metadata.namespace.as_deref().unwrap_or_default())
+        .to_owned();
+    let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let asss = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| Problem::kube("reading the AutoscaleSet", &e))?;
+    let asss = asss.ok_or_else(|| {
+        Problem::transient(
+            rssc_api::consts::conditions::READY,
+            rssc_api::consts::reasons::AUTOSCALE_SET_NOT_FOUND,
+            format!("AutoscaleSet {namespace}/{} not found", reference.name),
+        )
+    })?;
+    Ok(ctx.github(&asss).await?.0)
+}
+
+async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+    let namespace = runner.namespace().unwrap_or_default();
+    let name = runner.name_any();
+    let status = runner.status.clone().unwrap_or_default();
+    if matches!(
+        status.phase,
+        Some(EphemeralRunnerPhase::Succeeded | EphemeralRunnerPhase::Failed)
+    ) {
+        // Done; the EphemeralRunnerSet removes it.
+        return Ok(Action::await_change());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    // 1. A JIT configuration, kept in the runner's own Secret.
+    let Some(secret) = secrets.get_opt(&name).await? else {
+        return register(runner, ctx).await;
+    };
+    if status.runner_id.is_none() {
+        let data = secret.data.unwrap_or_default();
+        let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+        let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
+        patch_status(
+            runner,
+            ctx,
+            json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
+        )
+        .await?;
+    }
+
+    // 2. The Pod, and what it says.
+    let pod = pods.get_opt(&name).await?;
+    let facts = RunnerFacts {
+        registered: true,
+        has_job: status.job.is_some(),
+        was_running: status.phase == Some(EphemeralRunnerPhase::Running),
+        failures: status.failures.len(),
+        last_failure: status.failures.last().map(|f| f.time.0),
+    };
+    match classify(pod.as_ref(), facts, Utc::now(), ctx.settings.pending_timeout) {
+        Outcome::CreatePod => {
+            let pod = runner_pod(runner, &ctx.settings.user_agent)
+                .expect("runners read from the API have a name and UID");
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => info!(runner = %name, "runner pod created"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
+                    warn!(runner = %name, message = %e.message, "ResourceQuota is full; retrying");
+                    patch_status(
+                        runner,
+                        ctx,
+                        json!({"reason": "ExceededQuota", "message": e.message}),
+                    )
+                    .await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+                Err(kube::Error::Api(e)) if e.code == 422 => {
+                    // The template is invalid; no retry can fix it.
+                    fail(runner, ctx, "InvalidPod", &e.message).await?;
+                    return Ok(Action::await_change());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Action::await_change())
+        }
+        Outcome::WaitBeforeRetry(wait) => Ok(Action::requeue(wait)),
+        Outcome::Pending => Ok(Action::requeue(ctx.settings.pending_timeout)),
+        Outcome::Running { .. } => {
+            if status.phase != Some(EphemeralRunnerPhase::Running) {
+                patch_status(
+                    runner,
+                    ctx,
+                    json!({"phase": "Running", "reason": null, "message": null}),
+                )
+                .await?;
+            }
+            Ok(Action::await_change())
+        }
+        Outcome::Succeeded => {
+            patch_status(runner, ctx, json!({"phase": "Succeeded", "reason": "RunnerExited", "message": "the runner finished and deregistered itself"})).await?;
+            Ok(Action::await_change())
+        }
+        Outcome::VersionDeprecated => {
+            let message = "GitHub no longer accepts this runner version: update runnerImage";
+            event(
+                runner,
+                ctx,
+                EventType::Warning,
+                "RunnerVersionDeprecated",
+                message,
+            )
+            .await;
+            fail(runner, ctx, "RunnerVersionDeprecated", message).await?;
+            Ok(Action::await_change())
+        }
+        Outcome::RetryPod(failure) => {
+            let pod = pod.expect("a failed pod exists");
+            record_failure(runner, ctx, &pod, &failure).await?;
+            pods.delete(&name, &DeleteParams::default())
+                .await
+                .map(drop)
+                .or_else(ignore_not_found)?;
+            Ok(Action::requeue(crate::runner_outcome::retry_backoff(
+                status.failures.len() + 1,
+            )))
+        }
+        Outcome::Replace(failure) => {
+            if let Some(pod) = &pod {
+                record_failure(runner, ctx, pod, &failure).await?;
+            }
+            let message = format!("runner replaced: {}", failure.reason);
+            event(runner, ctx, EventType::Warning, &failure.reason, &message).await;
+            fail(runner, ctx, &failure.reason, &message).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Gets a JIT configuration for the runner and stores it in the runner's Secret.
+async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+    let name = runner.name_any();
+    let config = &runner.spec.runner_config;
+    let client = match github(runner, ctx).await {
+        Ok(client) => client,
+        Err(problem) => return problem_status(runner, ctx, &problem).await,
+    };
+    let work_folder = config.work_folder.as_deref().unwrap_or("_work");
+    let jit = match client
+        .generate_jit_config(config.scale_set_id, &name, work_folder)
+        .await
+    {
+        Ok(jit) => jit,
+        Err(GitHubError::RunnerExists { .. }) => {
+            // A previous attempt registered it but its Secret was lost: remove that registration
+            // if it is ours, then try again.
+            match client.get_runner_by_name(&name).await {
+                Ok(Some(existing)) if existing.runner_scale_set_id == config.scale_set_id => {
+                    client.remove_runner(existing.id).await.ok();
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                Ok(Some(_)) => {
+                    let message = format!("a runner named {name} belongs to another scale set");
+                    fail(runner, ctx, "RunnerNameTaken", &message).await?;
+                    return Ok(Action::await_change());
+                }
+                Ok(None) => return Ok(Action::requeue(Duration::from_secs(1))),
+                Err(e) => {
+                    return problem_status(runner, ctx, &Problem::github("looking up the runner", &e)).await;
+                }
+            }
+        }
+        Err(e) => {
+            return problem_status(
+                runner,
+                ctx,
+                &Problem::github("generating the JIT configuration", &e),
+            )
+            .await;
+        }
+    };
+    let secret = jit_secret(
+        runner,
+        &JitConfig {
+            encoded: jit.encoded_jit_config.expose().clone(),
+            runner_id: jit.runner.id,
+            runner_name: jit.runner.name.clone(),
+            scale_set_id: config.scale_set_id,
+        },
+    )
+    .expect("runners read from the API have a name and UID");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {}
+        Err(e) => return Err(e.into()),
+    }
+    patch_status(
+        runner,
+        ctx,
+        json!({"runnerId": jit.runner.id, "runnerName": jit.runner.name, "phase": "Pending"}),
+    )
+    .await?;
+    // Go on to create the Pod right away rather than waiting for the status event.
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+async fn problem_status(runner: &EphemeralRunner, ctx: &Context, problem: &Problem) -> Result<Action, Error> {
+    warn!(runner = %runner.name_any(), reason = problem.reason, message = %problem.message, "runner not registered");
+    patch_status(
+        runner,
+        ctx,
+        json!({"reason": problem.reason, "message": problem.message}),
+    )
+    .await?;
+    let key = format!(
+        "EphemeralRunner/{}/{}",
+        runner.namespace().unwrap_or_default(),
+        runner.name_any()
+    );
+    Ok(Action::requeue(
+        problem.retry_after.unwrap_or_else(|| ctx.backoff(&key)),
+    ))
+}
+
+async fn record_failure(
+    runner: &EphemeralRunner,
+    ctx: &Context,
+    pod: &Pod,
+    failure: &Failure,
+) -> Result<(), Error> {
+    let mut failures = runner.status.clone().unwrap_or_default().failures;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if failures.iter().any(|f| f.pod_uid == uid) {
+        return Ok(());
+    }
+    failures.push(RunnerFailure {
+        pod_uid: uid,
+        time: Time(Utc::now()),
+        reason: Some(failure.reason.clone()),
+        exit_code: failure.exit_code,
+    });
+    patch_status(
+        runner,
+        ctx,
+        json!({"failures": failures, "phase": "Pending", "reason": failure.reason}),
+    )
+    .await
+}
+
+async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+    patch_status(
+        runner,
+        ctx,
+        json!({"phase": "Failed", "reason": reason, "message": message}),
+    )
+    .await
+}
+
+/// Merge-patches only the status fields the controller owns (the listener owns `job`).
+async fn patch_status(runner: &EphemeralRunner, ctx: &Context, fields: Value) -> Result<(), Error> {
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let params = PatchParams {
+        field_manager: Some(field_managers::CONTROLLER.into()),
+        ..Default::default()
+    };
+    api.patch_status(
+        &runner.name_any(),
+        &params,
+        &Patch::Merge(json!({ "status": fields })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn event(runner: &EphemeralRunner, ctx: &Context, type_: EventType, reason: &str, note: &str) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &runner.object_ref(&())).await {
+        warn!(error = %err, "cannot emit an Event");
+    }
+}
+
+fn ignore_not_found(err: kube::Error) -> Result<(), kube::Error> {
+    match err {
+        kube::Error::Api(e) if e.code == 404 => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Deletion: deregister the runner unless it did so itself; a runner with a job is waited for
+/// (an error keeps the finalizer, and the error policy retries).
+async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+    let status = runner.status.clone().unwrap_or_default();
+    let Some(runner_id) = status.runner_id else {
+        return Ok(Action::await_change());
+    };
+    let deregistered = runner
+        .annotations()
+        .get(annotations::DEREGISTERED)
+        .is_some_and(|v| v == "true");
+    if status.phase == Some(EphemeralRunnerPhase::Succeeded) || deregistered {
+        // It exited 0 after its job and removed itself from GitHub, or scale-down already
+        // removed it; asking again is waste.
+        return Ok(Action::await_change());
+    }
+    let client = github(runner, ctx)
+        .await
+        .map_err(|problem| Error::Deregistering(problem.message))?;
+    match client.remove_runner(runner_id).await {
+        Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {
+            Ok(Action::await_change())
+        }
+        Err(GitHubError::JobStillRunning { .. }) => {
+            info!(runner = %runner.name_any(), "the runner still has a job; waiting for it to finish");
+            Err(Error::Deregistering("the runner still has a job".into()))
+        }
+        Err(e) => Err(Error::Deregistering(e.to_string())),
+    }
+}

@@ -1,0 +1,297 @@
+//! The EphemeralRunnerSet reconciler: turns the listener's decision into EphemeralRunners
+//! following [`crate::scale::plan`] — creating concurrently, deleting finished and failed
+//! runners at once, and asking GitHub before removing an idle or pending runner, so a runner
+//! that took a job in the meantime is kept.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, chrono::Utc};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use rssc_api::{
+    consts::{annotations, field_managers, labels},
+    names,
+    v1alpha1::{
+        AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSpec,
+    },
+};
+use rssc_github::Error as GitHubError;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    context::Context,
+    scale::{Counts, Decision, RunnerState, RunnerView, plan},
+};
+
+/// At most this many EphemeralRunners are created at once.
+const CREATE_CONCURRENCY: usize = 16;
+
+/// Error reconciling an EphemeralRunnerSet.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+/// How the plan sees one EphemeralRunner.
+pub fn view(runner: &EphemeralRunner) -> RunnerView {
+    let status = runner.status.clone().unwrap_or_default();
+    let state = match status.phase {
+        Some(EphemeralRunnerPhase::Succeeded) => RunnerState::Finished,
+        Some(EphemeralRunnerPhase::Failed) => RunnerState::Failed,
+        _ if status.job.is_some() => RunnerState::Busy,
+        Some(EphemeralRunnerPhase::Running) => RunnerState::Idle,
+        _ => RunnerState::Pending,
+    };
+    RunnerView {
+        name: runner.name_any(),
+        created: runner
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_else(Utc::now),
+        state,
+        template_hash: runner
+            .labels()
+            .get(labels::POD_SPEC_HASH)
+            .cloned()
+            .unwrap_or_default(),
+        deleting: runner.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Reconciles one EphemeralRunnerSet.
+pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if set.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = set.namespace().unwrap_or_default();
+    let runners_api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = set.metadata.uid.clone().unwrap_or_default();
+    let selector = format!("{}={}", labels::RUNNER_SET, set.name_any());
+    let runners: Vec<EphemeralRunner> = runners_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .collect();
+    let by_name: BTreeMap<String, &EphemeralRunner> = runners.iter().map(|r| (r.name_any(), r)).collect();
+    let views: Vec<RunnerView> = runners.iter().map(view).collect();
+    let observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
+    let decision = Decision {
+        replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
+        sequence: set.spec.patch_sequence,
+        observed_sequence: observed,
+    };
+    let template_hash = set
+        .spec
+        .runner_template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.get(labels::POD_SPEC_HASH).cloned())
+        .unwrap_or_default();
+    let plan = plan(
+        decision,
+        &views,
+        &template_hash,
+        Utc::now(),
+        ctx.settings.pending_grace,
+    );
+
+    for name in &plan.delete {
+        delete(&runners_api, name).await?;
+    }
+    let mut removed = 0;
+    if !plan.replace.is_empty() || plan.scale_down > 0 {
+        let github = github_for(&set, &ctx).await;
+        for name in &plan.replace {
+            remove(&runners_api, by_name[name], github.as_ref()).await?;
+        }
+        for name in &plan.scale_down_candidates {
+            if removed == plan.scale_down {
+                break;
+            }
+            if remove(&runners_api, by_name[name], github.as_ref()).await? {
+                removed += 1;
+            }
+        }
+    }
+
+    let created = stream::iter(0..plan.create)
+        .map(|_| create(&runners_api, &set))
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect::<Vec<_>>()
+        .await;
+    let all_created = created.is_empty();
+    for err in &created {
+        warn!(set = %set.name_any(), error = %err, "creating a runner failed");
+    }
+    if plan.create > 0 || !plan.delete.is_empty() || removed > 0 {
+        info!(set = %set.name_any(), replicas = decision.replicas, sequence = decision.sequence,
+            created = plan.create - created.len(), deleted = plan.delete.len(), replaced = plan.replace.len(),
+            scaled_down = removed, "runners adjusted");
+    }
+
+    let counts = Counts::of(&views);
+    let observed_sequence = if all_created { decision.sequence } else { observed };
+    let status = json!({"status": {
+        "currentRunners": counts.current(),
+        "pendingRunners": counts.pending,
+        "idleRunners": counts.idle,
+        "busyRunners": counts.busy,
+        "failedRunners": counts.failed,
+        "deletingRunners": counts.deleting,
+        "observedPatchSequence": observed_sequence,
+        "observedGeneration": set.metadata.generation,
+    }});
+    let api: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PatchParams {
+        field_manager: Some(field_managers::CONTROLLER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&set.name_any(), &params, &Patch::Merge(status))
+        .await?;
+    if let Some(err) = created.into_iter().next() {
+        return Err(err.into());
+    }
+    Ok(Action::await_change())
+}
+
+async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_github::ActionsClient> {
+    let reference = &set.spec.runner_config.autoscale_set_ref;
+    let namespace = reference
+        .namespace_or(set.metadata.namespace.as_deref().unwrap_or_default())
+        .to_owned();
+    let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let asss = api.get_opt(&reference.name).await.ok().flatten()?;
+    match ctx.github(&asss).await {
+        Ok((client, _)) => Some(client),
+        Err(problem) => {
+            warn!(message = %problem.message, "no GitHub client; runners are removed only once GitHub can be asked");
+            None
+        }
+    }
+}
+
+/// Removes an idle or pending runner after GitHub agrees; false if it turned out busy or
+/// GitHub could not be asked.
+async fn remove(
+    api: &Api<EphemeralRunner>,
+    runner: &EphemeralRunner,
+    github: Option<&rssc_github::ActionsClient>,
+) -> Result<bool, kube::Error> {
+    let name = runner.name_any();
+    if let Some(runner_id) = runner.status.as_ref().and_then(|s| s.runner_id) {
+        let Some(github) = github else { return Ok(false) };
+        match github.remove_runner(runner_id).await {
+            Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {}
+            Err(GitHubError::JobStillRunning { .. }) => {
+                info!(runner = %name, "GitHub says the runner has a job; keeping it");
+                return Ok(false);
+            }
+            Err(err) => {
+                warn!(runner = %name, error = %err, "cannot deregister the runner; keeping it for now");
+                return Ok(false);
+            }
+        }
+        // Deregistered: its finalizer need not ask GitHub again.
+        let mark = json!({"metadata": {"annotations": {annotations::DEREGISTERED: "true"}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(mark))
+            .await?;
+    }
+    delete(api, &name).await?;
+    Ok(true)
+}
+
+async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn create(
+    api: &Api<EphemeralRunner>,
+    set: &EphemeralRunnerSet,
+) -> Result<EphemeralRunner, kube::Error> {
+    let template_meta = set.spec.runner_template.metadata.clone().unwrap_or_default();
+    let mut runner_labels = template_meta.labels.clone();
+    runner_labels.insert(labels::RUNNER_SET.to_owned(), set.name_any());
+    let runner = EphemeralRunner {
+        metadata: ObjectMeta {
+            generate_name: Some(names::ephemeral_runner_prefix(&set.name_any())),
+            namespace: set.namespace(),
+            labels: Some(runner_labels),
+            annotations: Some(BTreeMap::from([(
+                annotations::PATCH_SEQUENCE.to_owned(),
+                set.spec.patch_sequence.to_string(),
+            )])),
+            owner_references: set.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: EphemeralRunnerSpec {
+            runner_template: set.spec.runner_template.clone(),
+            runner_config: set.spec.runner_config.clone(),
+        },
+        status: None,
+    };
+    api.create(&PostParams::default(), &runner).await
+}
+
+#[cfg(test)]
+mod tests {
+    use rssc_api::v1alpha1::{EphemeralRunnerStatus, RunnerJob};
+
+    use super::*;
+
+    fn runner(phase: Option<EphemeralRunnerPhase>, job: bool) -> EphemeralRunner {
+        let mut r: EphemeralRunner = serde_json::from_value(json!({
+            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunner",
+            "metadata": {"name": "r", "labels": {labels::POD_SPEC_HASH: "h"}},
+            "spec": {"runnerTemplate": {"spec": {"containers": []}},
+                     "runnerConfig": {"autoscaleSetRef": {"name": "a"}, "githubConfigURL": "https://github.com/o",
+                                      "scaleSetID": 1, "scaleSetName": "s"}}
+        }))
+        .unwrap();
+        r.status = Some(EphemeralRunnerStatus {
+            phase,
+            job: job.then(RunnerJob::default),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn views_follow_phase_and_job() {
+        use EphemeralRunnerPhase::*;
+        assert_eq!(view(&runner(None, false)).state, RunnerState::Pending);
+        assert_eq!(view(&runner(Some(Pending), false)).state, RunnerState::Pending);
+        assert_eq!(view(&runner(Some(Running), false)).state, RunnerState::Idle);
+        assert_eq!(view(&runner(Some(Running), true)).state, RunnerState::Busy);
+        assert_eq!(
+            view(&runner(Some(Pending), true)).state,
+            RunnerState::Busy,
+            "a job marks it busy at once"
+        );
+        assert_eq!(view(&runner(Some(Succeeded), true)).state, RunnerState::Finished);
+        assert_eq!(view(&runner(Some(Failed), false)).state, RunnerState::Failed);
+        assert_eq!(view(&runner(None, false)).template_hash, "h");
+    }
+}

@@ -1,0 +1,316 @@
+//! The EphemeralRunnerSet and EphemeralRunner controllers against the Kubernetes API (test
+//! server or `RSSC_E2E_KUBECONFIG`) and the fake GitHub: decisions become registered runners
+//! with JIT Secrets and Pods; finished runners go; scale-down asks GitHub first and keeps a
+//! runner with a job.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{
+    ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use rssc_api::{
+    consts::labels,
+    v1alpha1::{
+        AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, NamespacedRef,
+        RunnerConfig, RunnerSetSpec,
+    },
+};
+use rssc_controller::{
+    context::{Context, Settings},
+    controllers,
+    runner_template::{RunnerDefaults, TemplateSource, resolve},
+};
+use rssc_sim_github::JobSpec;
+use support::{PAT, Target, eventually, github, github_options};
+use tokio::sync::watch;
+
+async fn runners(t: &Target) -> Vec<EphemeralRunner> {
+    t.api::<EphemeralRunner>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+async fn decide(t: &Target, replicas: i32, sequence: i64) {
+    let patch = serde_json::json!({"spec": {"replicas": replicas, "patchSequence": sequence}});
+    t.api::<EphemeralRunnerSet>()
+        .patch("ci", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+async fn observed(t: &Target) -> i64 {
+    let set = t.api::<EphemeralRunnerSet>().get("ci").await.unwrap();
+    set.status.map_or(0, |s| s.observed_patch_sequence)
+}
+
+/// Makes a runner's Pod report the runner exited with `code`, as a kubelet would.
+async fn exit(t: &Target, pod: &str, code: i32) {
+    let status = serde_json::json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}}]
+    }});
+    t.api::<Pod>()
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
+    let t = Target::new("runners").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": "linux"},
+        "spec": {
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
+            "runnerImage": "ghcr.io/actions/actions-runner:latest",
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }))
+    .unwrap();
+    t.api::<AutoscaleSet>()
+        .create(&PostParams::default(), &asss)
+        .await
+        .unwrap();
+
+    let settings = Settings {
+        github: github_options(),
+        recheck: Duration::from_secs(1),
+        pending_grace: Duration::ZERO,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tasks = [
+        tokio::spawn(controllers::run_autoscale_sets(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_ephemeral_runner_sets(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_ephemeral_runners(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+    ];
+
+    eventually("the scale set is registered", || async {
+        t.api::<AutoscaleSet>()
+            .get("linux")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.scale_set_id)
+            .is_some()
+    })
+    .await;
+    let asss = t.api::<AutoscaleSet>().get("linux").await.unwrap();
+    let scale_set_id = asss.status.as_ref().unwrap().scale_set_id.unwrap();
+
+    // What the RunnerSet controller will write: the resolved template and registration settings.
+    let rs = RunnerSetSpec {
+        autoscale_set_ref: NamespacedRef {
+            name: "linux".into(),
+            namespace: None,
+        },
+        runner_group: None,
+        runner_template: None,
+        listener_template: None,
+    };
+    let source = TemplateSource {
+        autoscale_set_name: "linux",
+        autoscale_set: &asss.spec,
+        runner_set_name: "ci",
+        runner_set: &rs,
+    };
+    let template = resolve(source, &RunnerDefaults::default()).unwrap().template;
+    let set = EphemeralRunnerSet::new(
+        "ci",
+        EphemeralRunnerSetSpec {
+            replicas: 0,
+            patch_sequence: 0,
+            runner_template: template,
+            runner_config: RunnerConfig {
+                autoscale_set_ref: NamespacedRef {
+                    name: "linux".into(),
+                    namespace: Some(t.namespace.clone()),
+                },
+                github_config_url: asss.spec.github_config_url.clone(),
+                scale_set_id,
+                scale_set_name: "linux".into(),
+                work_folder: None,
+            },
+        },
+    );
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+
+    // A decision for two runners: two registered runners, each with its JIT Secret and Pod.
+    decide(&t, 2, 1).await;
+    eventually("two registered runners with Pods", || async {
+        let rs = runners(&t).await;
+        let mut ready = 0;
+        for r in &rs {
+            let registered = r.status.as_ref().and_then(|s| s.runner_id).is_some();
+            let has_pod = t.api::<Pod>().get_opt(&r.name_any()).await.unwrap().is_some();
+            if registered && has_pod {
+                ready += 1;
+            }
+        }
+        rs.len() == 2 && ready == 2
+    })
+    .await;
+    let all = runners(&t).await;
+    for r in &all {
+        let name = r.name_any();
+        assert!(name.starts_with("ci-runner-") && name.len() <= 63, "{name}");
+        let secret = t.api::<Secret>().get(&name).await.unwrap();
+        assert!(secret.data.unwrap().contains_key("jitToken"));
+        let pod = t.api::<Pod>().get(&name).await.unwrap();
+        let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+        let jit = env
+            .iter()
+            .find(|e| e.name == "ACTIONS_RUNNER_INPUT_JITCONFIG")
+            .unwrap();
+        assert!(jit.value.is_none(), "the JIT configuration is only referenced");
+        assert_eq!(
+            jit.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            name
+        );
+        assert_eq!(pod.metadata.labels.unwrap()[labels::RUNNER_NAME], name);
+    }
+    assert_eq!(
+        fake.with_state(|s| s.runners.len()),
+        2,
+        "both registered with GitHub"
+    );
+    eventually("the decision is recorded as acted on", || async {
+        observed(&t).await == 1
+    })
+    .await;
+
+    // Both runners start; a listener acquires two jobs, which GitHub assigns to them.
+    let listener = rssc_github::ActionsClient::new(
+        rssc_github::GitHubConfig::parse(&asss.spec.github_config_url).unwrap(),
+        rssc_github::Credentials::token(rssc_github::Secret::new(PAT.into())).unwrap(),
+        rssc_github::ClientOptions {
+            root_ca_pem: vec![ca.clone()],
+            ..github_options()
+        },
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for r in &all {
+        let name = r.name_any();
+        let jit = String::from_utf8(
+            t.api::<Secret>().get(&name).await.unwrap().data.unwrap()["jitToken"]
+                .0
+                .clone(),
+        )
+        .unwrap();
+        let started = fake.runner_start(&jit).unwrap();
+        assert_eq!(
+            Some(started.runner_id),
+            r.status.as_ref().and_then(|s| s.runner_id)
+        );
+        ids.push((name, started.runner_id));
+        fake.queue_job(JobSpec::for_labels(["linux"]));
+    }
+    let mut session = listener.create_session(scale_set_id, "test").await.unwrap();
+    let mut offered = Vec::new();
+    while offered.len() < 2 {
+        let message = listener.get_message(&mut session, 0, 5).await.unwrap();
+        if let Some(message) = message {
+            offered.extend(
+                message
+                    .jobs
+                    .iter()
+                    .filter(|j| matches!(j, rssc_github::JobMessage::Available { .. }))
+                    .map(|j| j.job().runner_request_id),
+            );
+            listener
+                .delete_message(&mut session, message.message_id)
+                .await
+                .unwrap();
+        }
+    }
+    listener.acquire_jobs(&mut session, &offered).await.unwrap();
+    for (_, runner_id) in &ids {
+        tokio::time::timeout(support::WAIT, async {
+            while fake.runner_take_job(*runner_id).unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("each runner takes a job");
+    }
+
+    // The first finishes its job and exits: it goes, and the same decision does not bring it back.
+    let (first, first_id) = ids[0].clone();
+    fake.runner_finish(first_id, "succeeded").unwrap();
+    exit(&t, &first, 0).await;
+    eventually("the finished runner is deleted", || async {
+        t.api::<EphemeralRunner>()
+            .get_opt(&first)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert_eq!(
+        runners(&t).await.len(),
+        1,
+        "no replacement without a new decision"
+    );
+
+    // The other still has its job: scale-down asks GitHub, which refuses, and the runner stays.
+    let (busy, busy_id) = ids[1].clone();
+    // The listener would record the job on the runner; here the controller relies on GitHub's refusal.
+    decide(&t, 0, 2).await;
+    eventually("the decision to scale to zero is acted on", || async {
+        observed(&t).await == 2
+    })
+    .await;
+    assert!(
+        t.api::<EphemeralRunner>().get_opt(&busy).await.unwrap().is_some(),
+        "the busy runner was kept"
+    );
+
+    // Its job ends; the runner exits and goes, and GitHub has no runner left.
+    fake.runner_finish(busy_id, "succeeded").unwrap();
+    exit(&t, &busy, 0).await;
+    eventually("no runner left", || async { runners(&t).await.is_empty() }).await;
+    assert!(
+        fake.with_state(|s| s.runners.is_empty()),
+        "no registration left on GitHub"
+    );
+
+    stop.send_replace(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(support::WAIT, task).await;
+    }
+}
