@@ -129,6 +129,8 @@ pub mod reasons {
     pub const DRAINING: &str = "Draining";
     /// Waiting for something else to become ready first.
     pub const PENDING: &str = "Pending";
+    /// The merged runner template is not a valid pod template.
+    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
     /// GitHub answered with an error not covered by a more specific reason.
     pub const GITHUB_ERROR: &str = "GitHubError";
     /// The Kubernetes API refused or failed a request.

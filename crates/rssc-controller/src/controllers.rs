@@ -3,23 +3,76 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, WatchStreamExt, controller::Action, metadata_watcher, reflector::Store, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        metadata_watcher,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use rssc_api::{
     consts::labels,
-    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet},
+    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, RunnerSet},
 };
 use tracing::{debug, warn};
 
-use crate::{autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set};
+use crate::{
+    autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, runner_set,
+};
 
 /// Our objects among shared kinds (Pods, Secrets) carry this selector.
 fn ours() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE))
+}
+
+/// Runs the RunnerSet controller until `shutdown` completes.
+pub async fn run_runner_sets(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(Api::<RunnerSet>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(Api::<EphemeralRunnerSet>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), ours())
+        // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
+        // RunnerSets that reference it.
+        .watches(Api::<AutoscaleSet>::all(client), watcher::Config::default(), move |asss| {
+            let (namespace, name) = (asss.namespace().unwrap_or_default(), asss.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|rs| {
+                    let own = rs.namespace().unwrap_or_default();
+                    rs.spec.autoscale_set_ref.name == name && rs.spec.autoscale_set_ref.namespace_or(&own) == namespace
+                })
+                .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(runner_set::reconcile, rs_error_policy, ctx)
+        .for_each(log_result)
+        .await;
+}
+
+fn rs_error_policy(rs: Arc<RunnerSet>, err: &runner_set::Error, ctx: Arc<Context>) -> Action {
+    if let runner_set::Error::Draining(why) = err {
+        debug!(%why, runnerset = %rs.name_any(), "RunnerSet deletion waits");
+        return Action::requeue(DRAIN_RECHECK);
+    }
+    let key = format!(
+        "RunnerSet/{}/{}",
+        rs.namespace().unwrap_or_default(),
+        rs.name_any()
+    );
+    warn!(error = %err, category = err.category(), "RunnerSet reconcile failed; retrying");
+    Action::requeue(ctx.backoff(&key))
 }
 
 /// Runs the EphemeralRunnerSet controller until `shutdown` completes.

@@ -1,5 +1,5 @@
-//! rssc's controller: the reconcilers of AutoscaleSets, EphemeralRunnerSets and
-//! EphemeralRunners (RunnerSets are next), and the pure desired-state
+//! rssc's controller: the reconcilers of AutoscaleSets, EphemeralRunnerSets,
+//! EphemeralRunners and RunnerSets, and the pure desired-state
 //! logic the others are built on — runner template resolution, runner Pods and JIT Secrets,
 //! listener objects, the EphemeralRunnerSet scaling plan and runner Pod outcomes.
 
@@ -15,5 +15,6 @@ pub mod merge;
 pub mod problem;
 pub mod runner_outcome;
 pub mod runner_pod;
+pub mod runner_set;
 pub mod runner_template;
 pub mod scale;

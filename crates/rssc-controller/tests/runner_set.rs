@@ -1,0 +1,260 @@
+//! The RunnerSet controller against the Kubernetes API (test server or `RSSC_E2E_KUBECONFIG`)
+//! and the fake GitHub: it runs its AutoscaleSet (listener objects and EphemeralRunnerSet),
+//! refuses a second RunnerSet on the same AutoscaleSet, applies limit changes without restarting
+//! the listener, and cleans up on deletion.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use rssc_api::{
+    consts::{annotations, labels},
+    listener_config::{CONFIG_KEY, ListenerConfig},
+    v1alpha1::{AutoscaleSet, EphemeralRunnerSet, RunnerSet},
+};
+use rssc_controller::{
+    context::{Context, Settings},
+    controllers,
+};
+use support::{PAT, Target, eventually, github, github_options};
+use tokio::sync::watch;
+
+fn runner_set(name: &str) -> RunnerSet {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "RunnerSet",
+        "metadata": {"name": name},
+        "spec": {"autoscaleSetRef": {"name": "linux"},
+                 "runnerTemplate": {"spec": {"nodeSelector": {"pool": "ci"}}}}
+    }))
+    .unwrap()
+}
+
+async fn ready_reason(t: &Target, name: &str) -> Option<(String, String)> {
+    let rs = t.api::<RunnerSet>().get_opt(name).await.unwrap()?;
+    let condition = rs.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((condition.status, condition.reason))
+}
+
+async fn listener_config(t: &Target) -> ListenerConfig {
+    let secret = t.api::<Secret>().get("ci-listener").await.unwrap();
+    serde_json::from_slice(&secret.data.unwrap()[CONFIG_KEY].0).unwrap()
+}
+
+async fn config_hash(t: &Target) -> String {
+    let deployment = t.api::<Deployment>().get("ci-listener").await.unwrap();
+    deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()[annotations::LISTENER_CONFIG_HASH]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
+    let t = Target::new("runnerset").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": "linux"},
+        "spec": {
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux", "minRunners": 1, "maxRunners": 5,
+            "runnerImage": "ghcr.io/actions/actions-runner:2.330.0",
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }))
+    .unwrap();
+
+    let ctx = Arc::new(Context::new(
+        t.client.clone(),
+        Settings {
+            github: github_options(),
+            recheck: Duration::from_secs(1),
+            ..Settings::default()
+        },
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tasks = [
+        tokio::spawn(controllers::run_autoscale_sets(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_runner_sets(ctx.clone(), until(stopped.clone()))),
+        tokio::spawn(controllers::run_ephemeral_runner_sets(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_ephemeral_runners(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+    ];
+
+    // The RunnerSet first: it waits for its AutoscaleSet and says so.
+    t.api::<RunnerSet>()
+        .create(&PostParams::default(), &runner_set("ci"))
+        .await
+        .unwrap();
+    eventually("AutoscaleSetNotFound", || async {
+        ready_reason(&t, "ci").await == Some(("False".into(), "AutoscaleSetNotFound".into()))
+    })
+    .await;
+    t.api::<AutoscaleSet>()
+        .create(&PostParams::default(), &asss)
+        .await
+        .unwrap();
+    eventually("the RunnerSet is ready", || async {
+        ready_reason(&t, "ci").await == Some(("True".into(), "Ready".into()))
+    })
+    .await;
+
+    // Its listener: config Secret, identity, permissions and a Deployment, all owned by it.
+    let config = listener_config(&t).await;
+    assert_eq!((config.min_runners, config.max_runners), (1, 5));
+    assert_eq!(config.ephemeral_runner_set, "ci");
+    assert_eq!(config.session_owner, format!("{}/ci", t.namespace));
+    assert!(
+        t.api::<ServiceAccount>()
+            .get_opt("ci-listener")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(t.api::<Role>().get_opt("ci-listener").await.unwrap().is_some());
+    assert!(
+        t.api::<RoleBinding>()
+            .get_opt("ci-listener")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let deployment = t.api::<Deployment>().get("ci-listener").await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(1));
+
+    // Its runners: the resolved template, merged over the AutoscaleSet's.
+    let set = t.api::<EphemeralRunnerSet>().get("ci").await.unwrap();
+    let template = set.spec.runner_template;
+    assert_eq!(template.spec.node_selector.unwrap()["pool"], "ci");
+    assert_eq!(
+        template.spec.containers[0].image.as_deref(),
+        Some("ghcr.io/actions/actions-runner:2.330.0")
+    );
+    assert_eq!(template.metadata.unwrap().labels[labels::RUNNER_SET], "ci");
+    assert_eq!(
+        set.spec.runner_config.scale_set_id,
+        t.api::<AutoscaleSet>()
+            .get("linux")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .scale_set_id
+            .unwrap()
+    );
+
+    // A second RunnerSet on the same AutoscaleSet is refused, naming the holder.
+    t.api::<RunnerSet>()
+        .create(&PostParams::default(), &runner_set("second"))
+        .await
+        .unwrap();
+    eventually("AutoscaleSetInUse", || async {
+        ready_reason(&t, "second").await == Some(("False".into(), "AutoscaleSetInUse".into()))
+    })
+    .await;
+    let second = t.api::<RunnerSet>().get("second").await.unwrap();
+    let message = &second.status.unwrap().conditions[0].message;
+    assert!(message.contains("/ci"), "{message}");
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("second-listener")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Limits change: the config follows without a listener restart; the image changes the runners.
+    let hash = config_hash(&t).await;
+    let patch = serde_json::json!({"spec": {"minRunners": 2, "maxRunners": 9}});
+    t.api::<AutoscaleSet>()
+        .patch("linux", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("the listener config has the new limits", || async {
+        let c = listener_config(&t).await;
+        (c.min_runners, c.max_runners) == (2, 9)
+    })
+    .await;
+    assert_eq!(
+        config_hash(&t).await,
+        hash,
+        "limit changes do not restart the listener"
+    );
+    let patch = serde_json::json!({"spec": {"runnerImage": "ghcr.io/actions/actions-runner:2.331.0"}});
+    t.api::<AutoscaleSet>()
+        .patch("linux", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("new runners use the new image", || async {
+        let set = t.api::<EphemeralRunnerSet>().get("ci").await.unwrap();
+        set.spec.runner_template.spec.containers[0].image.as_deref()
+            == Some("ghcr.io/actions/actions-runner:2.331.0")
+    })
+    .await;
+
+    // Deleting the first lets the second take over; deleting everything leaves nothing.
+    t.api::<RunnerSet>()
+        .delete("ci", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the second RunnerSet takes over", || async {
+        ready_reason(&t, "second").await == Some(("True".into(), "Ready".into()))
+    })
+    .await;
+    t.api::<RunnerSet>()
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    t.api::<AutoscaleSet>()
+        .delete("linux", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("everything is gone", || async {
+        t.api::<RunnerSet>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            && t.api::<AutoscaleSet>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+    })
+    .await;
+    assert!(
+        fake.with_state(|s| s.scale_sets.is_empty()),
+        "the scale set was removed from GitHub"
+    );
+
+    stop.send_replace(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(support::WAIT, task).await;
+    }
+}
