@@ -370,7 +370,7 @@ fn from_wire(label: &Label) -> ScaleSetLabel {
 
 /// Deletion: wait until no runner of this scale set is left, then remove it from GitHub.
 async fn cleanup(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
-    let runners: Api<EphemeralRunner> = Api::all(ctx.client.clone());
+    let runners: Api<EphemeralRunner> = ctx.api();
     let selector = format!("{}={}", labels::AUTOSCALE_SET, asss.name_any());
     let left = runners
         .list_metadata(&ListParams::default().labels(&selector))

@@ -43,6 +43,12 @@ pub struct Settings {
     pub user_agent: String,
     /// How often a healthy AutoscaleSet checks that its scale set still exists on GitHub.
     pub recheck: Duration,
+    /// Watch and manage only this namespace (all namespaces if `None`).
+    pub watch_namespace: Option<String>,
+    /// Reconciles run at once per kind; EphemeralRunners get `runner_concurrency`.
+    pub concurrency: u16,
+    /// Reconciles of EphemeralRunners run at once (JIT configs, Secrets and Pods of a burst).
+    pub runner_concurrency: u16,
 }
 
 impl Default for Settings {
@@ -59,6 +65,9 @@ impl Default for Settings {
             github: ClientOptions::default(),
             user_agent: format!("rssc/{}", env!("CARGO_PKG_VERSION")),
             recheck: Duration::from_secs(5 * 60),
+            watch_namespace: None,
+            concurrency: 4,
+            runner_concurrency: 32,
         }
     }
 }
@@ -113,6 +122,20 @@ impl Context {
             },
             github: Mutex::default(),
             failures: Mutex::default(),
+        }
+    }
+
+    /// An API for `K` across the namespaces the controller manages.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match &self.settings.watch_namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
         }
     }
 

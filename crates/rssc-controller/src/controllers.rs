@@ -25,6 +25,12 @@ use crate::{
     autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, runner_set,
 };
 
+/// Controller settings with `concurrency` reconciles at once (kube-runtime's default is
+/// unbounded; a bound keeps API servers and GitHub from bursts of our own making).
+fn config(concurrency: u16) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(concurrency)
+}
+
 /// Our objects among shared kinds (Pods, Secrets) carry this selector.
 fn ours() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE))
@@ -35,15 +41,15 @@ pub async fn run_runner_sets(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let controller = Controller::new(Api::<RunnerSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(ctx.api::<RunnerSet>(), watcher::Config::default())
+        .with_config(config(ctx.settings.concurrency));
     let store = controller.store();
     controller
-        .owns(Api::<EphemeralRunnerSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), ours())
+        .owns(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
+        .owns(ctx.api::<Deployment>(), ours())
         // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
         // RunnerSets that reference it.
-        .watches(Api::<AutoscaleSet>::all(client), watcher::Config::default(), move |asss| {
+        .watches(ctx.api::<AutoscaleSet>(), watcher::Config::default(), move |asss| {
             let (namespace, name) = (asss.namespace().unwrap_or_default(), asss.name_any());
             store
                 .state()
@@ -80,16 +86,13 @@ pub async fn run_ephemeral_runner_sets(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    Controller::new(
-        Api::<EphemeralRunnerSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<EphemeralRunner>::all(client), watcher::Config::default())
-    .graceful_shutdown_on(shutdown)
-    .run(ephemeral_runner_set::reconcile, ers_error_policy, ctx)
-    .for_each(log_result)
-    .await;
+    Controller::new(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
+        .with_config(config(ctx.settings.concurrency))
+        .owns(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(ephemeral_runner_set::reconcile, ers_error_policy, ctx)
+        .for_each(log_result)
+        .await;
 }
 
 /// Runs the EphemeralRunner controller until `shutdown` completes.
@@ -97,16 +100,13 @@ pub async fn run_ephemeral_runners(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    Controller::new(
-        Api::<EphemeralRunner>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), ours())
-    .graceful_shutdown_on(shutdown)
-    .run(ephemeral_runner::reconcile, er_error_policy, ctx)
-    .for_each(log_result)
-    .await;
+    Controller::new(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+        .with_config(config(ctx.settings.runner_concurrency))
+        .owns(ctx.api::<Pod>(), ours())
+        .graceful_shutdown_on(shutdown)
+        .run(ephemeral_runner::reconcile, er_error_policy, ctx)
+        .for_each(log_result)
+        .await;
 }
 
 async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Error>(
@@ -155,8 +155,9 @@ pub async fn run_autoscale_sets(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<AutoscaleSet> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
+    let api: Api<AutoscaleSet> = ctx.api();
+    let controller =
+        Controller::new(api, watcher::Config::default()).with_config(config(ctx.settings.concurrency));
     let (secret_changed, secret_changes) = mpsc::channel::<()>(16);
     let secrets = tokio::spawn(watch_referenced_secrets(
         ctx.clone(),
@@ -184,7 +185,7 @@ async fn watch_referenced_secrets(
     store: Store<AutoscaleSet>,
     mut changed: mpsc::Sender<()>,
 ) {
-    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let secrets: Api<Secret> = ctx.api();
     let mut events = std::pin::pin!(
         metadata_watcher(secrets, watcher::Config::default())
             .default_backoff()

@@ -3,6 +3,7 @@
 //! logic the others are built on — runner template resolution, runner Pods and JIT Secrets,
 //! listener objects, the EphemeralRunnerSet scaling plan and runner Pod outcomes.
 
+pub mod app;
 pub mod autoscale_set;
 pub mod conditions;
 pub mod context;
@@ -10,6 +11,7 @@ pub mod controllers;
 pub mod credentials;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
+pub mod leader;
 pub mod listener;
 pub mod merge;
 pub mod problem;

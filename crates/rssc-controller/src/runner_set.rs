@@ -146,7 +146,7 @@ async fn holder(
     ctx: &Context,
     asss_namespace: &str,
 ) -> Result<Option<RunnerSet>, kube::Error> {
-    let all: Api<RunnerSet> = Api::all(ctx.client.clone());
+    let all: Api<RunnerSet> = ctx.api();
     let mut candidates: Vec<RunnerSet> = all
         .list(&ListParams::default())
         .await?
