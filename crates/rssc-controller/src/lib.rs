@@ -18,5 +18,6 @@ pub mod problem;
 pub mod runner_outcome;
 pub mod runner_pod;
 pub mod runner_set;
+pub mod runner_support;
 pub mod runner_template;
 pub mod scale;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Secret, ServiceAccount},
+        core::v1::{PersistentVolumeClaim, Secret, ServiceAccount},
         rbac::v1::{Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
@@ -40,6 +40,7 @@ use crate::{
     context::Context,
     listener,
     problem::Problem,
+    runner_support,
     runner_template::{TemplateSource, resolve},
 };
 
@@ -269,6 +270,59 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         .await
         .map_err(kube("applying the EphemeralRunnerSet"))?;
 
+    // What the runners lean on: proxy environment, job-Pod permissions, cache claims.
+    let owner = runner_support::Owner {
+        runner_set: name.clone(),
+        namespace: namespace.clone(),
+        reference: rs
+            .controller_owner_ref(&())
+            .expect("RunnerSets read from the API have a UID"),
+    };
+    if let Some(proxy) = &inputs.proxy {
+        let secret = runner_support::proxy_secret(&owner, proxy);
+        apply_typed::<Secret>(ctx, &namespace, &names::runner_proxy_secret(&name), &secret)
+            .await
+            .map_err(kube("applying the runners' proxy Secret"))?;
+    }
+    let mode = asss
+        .spec
+        .container_mode
+        .as_ref()
+        .map(|m| m.type_)
+        .unwrap_or_default();
+    if let Some((account, role, binding)) = runner_support::kube_mode_rbac(&owner, mode) {
+        let rbac_name = names::runner_kube_mode_account(&name);
+        apply_typed::<ServiceAccount>(ctx, &namespace, &rbac_name, &account)
+            .await
+            .map_err(kube("applying the runners' ServiceAccount"))?;
+        apply_typed::<Role>(ctx, &namespace, &rbac_name, &role)
+            .await
+            .map_err(kube("applying the runners' Role"))?;
+        apply_typed::<RoleBinding>(ctx, &namespace, &rbac_name, &binding)
+            .await
+            .map_err(kube("applying the runners' RoleBinding"))?;
+    }
+    for volume in &asss.spec.persistent_volumes {
+        let claim = runner_support::cache_claim(&owner, volume);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        // A claim's spec is immutable once bound: create it once, then leave it be.
+        if claims
+            .get_opt(&names::cache_claim(&name, &volume.name))
+            .await
+            .map_err(kube("reading a cache claim"))?
+            .is_none()
+        {
+            apply_typed::<PersistentVolumeClaim>(
+                ctx,
+                &namespace,
+                &names::cache_claim(&name, &volume.name),
+                &claim,
+            )
+            .await
+            .map_err(kube("creating a cache claim"))?;
+        }
+    }
+
     // The listener.
     let config = ListenerConfig {
         github_config_url: asss.spec.github_config_url.clone(),
@@ -281,8 +335,8 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         max_runners: asss.spec.max_runners,
         session_owner: format!("{namespace}/{name}"),
         auth: inputs.auth,
-        proxy: inputs.proxy,
-        ca_bundle: inputs.ca_bundle,
+        proxy: inputs.proxy.clone(),
+        ca_bundle: inputs.ca_bundle.clone(),
     };
     let objects = listener::build(rs, &config, &ctx.settings.listener)
         .expect("RunnerSets read from the API have a name and UID");

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Secret, ServiceAccount},
+    core::v1::{PersistentVolumeClaim, Secret, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -72,10 +72,17 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
             "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux", "minRunners": 1, "maxRunners": 5,
             "runnerImage": "ghcr.io/actions/actions-runner:2.330.0",
             "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
-            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}},
+            "containerMode": {"type": "kubernetes", "kubernetesModeWorkVolumeClaim": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+            "persistentVolumes": [{"name": "tools", "size": "5Gi", "mountPath": "/opt/tools"}],
+            "proxy": {"https": {"url": "http://proxy.example:3128", "credentialSecretRef": "proxy-creds"},
+                      "noProxy": ["127.0.0.1"]}
         }
     }))
     .unwrap();
+    t.secret("proxy-creds", &[("username", "ci"), ("password", "s3cret")])
+        .await;
 
     let ctx = Arc::new(Context::new(
         t.client.clone(),
@@ -145,6 +152,38 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
     );
     let deployment = t.api::<Deployment>().get("ci-listener").await.unwrap();
     assert_eq!(deployment.spec.unwrap().replicas, Some(1));
+
+    // What its runners lean on: job-Pod permissions, the cache claim, the proxy environment.
+    assert!(
+        t.api::<ServiceAccount>()
+            .get_opt("ci-kube-mode")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(t.api::<Role>().get_opt("ci-kube-mode").await.unwrap().is_some());
+    assert!(
+        t.api::<RoleBinding>()
+            .get_opt("ci-kube-mode")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        t.api::<PersistentVolumeClaim>()
+            .get_opt("ci-cache-tools")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let proxy = t
+        .api::<Secret>()
+        .get("ci-runner-proxy")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(proxy["https_proxy"].0, b"http://ci:s3cret@proxy.example:3128");
 
     // Its runners: the resolved template, merged over the AutoscaleSet's.
     let set = t.api::<EphemeralRunnerSet>().get("ci").await.unwrap();
