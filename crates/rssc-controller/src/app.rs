@@ -6,7 +6,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 use clap::Parser;
 use futures::future::join_all;
 use kube::{Api, Client, api::ListParams};
-use prometheus_client::registry::Registry;
 use rssc_api::v1alpha1::AutoscaleSet;
 use rssc_runtime::{
     admin::{AdminState, serve},
@@ -110,15 +109,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let admin = tokio::spawn(serve(
-        admin,
-        AdminState {
-            health: health.clone(),
-            registry: Arc::new(Registry::default()),
-        },
-        stopped(stop.clone()),
-    ));
-
     let native_sidecars = match client.apiserver_version().await {
         Ok(v) => {
             let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(0);
@@ -147,6 +137,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(client.clone(), settings));
+    let admin = tokio::spawn(serve(
+        admin,
+        AdminState {
+            health: health.clone(),
+            registry: ctx.registry.clone(),
+        },
+        stopped(stop.clone()),
+    ));
 
     if !wait_for_crds(&ctx, &health, stop.clone()).await {
         let _ = admin.await;

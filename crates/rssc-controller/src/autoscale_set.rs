@@ -61,15 +61,26 @@ impl Error {
 
 /// Reconciles one AutoscaleSet.
 pub async fn reconcile(asss: Arc<AutoscaleSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &asss.namespace().unwrap_or_default());
-    finalizer::finalizer(&api, finalizers::AUTOSCALE_SET, asss, |event| async {
-        match event {
-            Finalizer::Apply(asss) => apply(&asss, &ctx).await,
-            Finalizer::Cleanup(asss) => cleanup(&asss, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    let started = std::time::Instant::now();
+    let result = async {
+        let api: Api<AutoscaleSet> =
+            Api::namespaced(ctx.client.clone(), &asss.namespace().unwrap_or_default());
+        finalizer::finalizer(&api, finalizers::AUTOSCALE_SET, asss, |event| async {
+            match event {
+                Finalizer::Apply(asss) => apply(&asss, &ctx).await,
+                Finalizer::Cleanup(asss) => cleanup(&asss, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    }
+    .await;
+    ctx.metrics.reconciled(
+        "AutoscaleSet",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
 }
 
 fn key(asss: &AutoscaleSet) -> String {

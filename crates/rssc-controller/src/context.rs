@@ -80,6 +80,10 @@ pub struct Context {
     pub settings: Settings,
     /// Who emits Events.
     pub reporter: Reporter,
+    /// Metrics.
+    pub metrics: crate::metrics::ControllerMetrics,
+    /// The registry the metrics live in, served on `/metrics`.
+    pub registry: std::sync::Arc<prometheus_client::registry::Registry>,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -113,9 +117,13 @@ impl GitHubInputs {
 impl Context {
     /// A context for `client` with `settings`.
     pub fn new(client: Client, settings: Settings) -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = crate::metrics::ControllerMetrics::register(&mut registry);
         Self {
             client,
             settings,
+            metrics,
+            registry: std::sync::Arc::new(registry),
             reporter: Reporter {
                 controller: "rssc-controller".into(),
                 instance: std::env::var("POD_NAME").ok(),

@@ -60,16 +60,26 @@ impl Error {
 
 /// Reconciles one EphemeralRunner.
 pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<EphemeralRunner> =
-        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    finalizer::finalizer(&api, finalizers::RUNNER_REGISTRATION, runner, |event| async {
-        match event {
-            Finalizer::Apply(runner) => apply(&runner, &ctx).await,
-            Finalizer::Cleanup(runner) => cleanup(&runner, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    let started = std::time::Instant::now();
+    let result = async {
+        let api: Api<EphemeralRunner> =
+            Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+        finalizer::finalizer(&api, finalizers::RUNNER_REGISTRATION, runner, |event| async {
+            match event {
+                Finalizer::Apply(runner) => apply(&runner, &ctx).await,
+                Finalizer::Cleanup(runner) => cleanup(&runner, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    }
+    .await;
+    ctx.metrics.reconciled(
+        "EphemeralRunner",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
 }
 
 /// The GitHub client of the runner's AutoscaleSet.

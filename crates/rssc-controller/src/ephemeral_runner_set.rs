@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::{
     context::Context,
+    metrics::ScaleSetLabels,
     scale::{Counts, Decision, RunnerState, RunnerView, plan},
 };
 
@@ -76,6 +77,17 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
 
 /// Reconciles one EphemeralRunnerSet.
 pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_set(&set, &ctx).await;
+    ctx.metrics.reconciled(
+        "EphemeralRunnerSet",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -118,7 +130,7 @@ pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Resul
     }
     let mut removed = 0;
     if !plan.replace.is_empty() || plan.scale_down > 0 {
-        let github = github_for(&set, &ctx).await;
+        let github = github_for(set, ctx).await;
         for name in &plan.replace {
             remove(&runners_api, by_name[name], github.as_ref()).await?;
         }
@@ -133,7 +145,7 @@ pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Resul
     }
 
     let created = stream::iter(0..plan.create)
-        .map(|_| create(&runners_api, &set))
+        .map(|_| create(&runners_api, set))
         .buffer_unordered(CREATE_CONCURRENCY)
         .filter_map(|r| async move { r.err() })
         .collect::<Vec<_>>()
@@ -149,6 +161,10 @@ pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Resul
     }
 
     let counts = Counts::of(&views);
+    let config = &set.spec.runner_config;
+    let labels = ScaleSetLabels::new(&config.scale_set_name, &namespace, &config.github_config_url);
+    ctx.metrics
+        .runners(&labels, counts.pending, counts.idle + counts.busy, counts.failed);
     let observed_sequence = if all_created { decision.sequence } else { observed };
     let status = json!({"status": {
         "currentRunners": counts.current(),

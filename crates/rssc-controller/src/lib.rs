@@ -14,6 +14,7 @@ pub mod ephemeral_runner_set;
 pub mod leader;
 pub mod listener;
 pub mod merge;
+pub mod metrics;
 pub mod problem;
 pub mod runner_outcome;
 pub mod runner_pod;

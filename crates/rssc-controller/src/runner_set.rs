@@ -71,15 +71,25 @@ impl Error {
 
 /// Reconciles one RunnerSet.
 pub async fn reconcile(rs: Arc<RunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<RunnerSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
-    finalizer::finalizer(&api, finalizers::RUNNER_SET, rs, |event| async {
-        match event {
-            Finalizer::Apply(rs) => apply(&rs, &ctx).await,
-            Finalizer::Cleanup(rs) => cleanup(&rs, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    let started = std::time::Instant::now();
+    let result = async {
+        let api: Api<RunnerSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+        finalizer::finalizer(&api, finalizers::RUNNER_SET, rs, |event| async {
+            match event {
+                Finalizer::Apply(rs) => apply(&rs, &ctx).await,
+                Finalizer::Cleanup(rs) => cleanup(&rs, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    }
+    .await;
+    ctx.metrics.reconciled(
+        "RunnerSet",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
 }
 
 fn key(rs: &RunnerSet) -> String {
@@ -373,6 +383,12 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         status.failed_runners = s.failed_runners;
         status.listener = s.listener.clone();
         let ready = s.listener.as_ref().is_some_and(|l| l.ready);
+        let labels = crate::metrics::ScaleSetLabels::new(
+            &asss.spec.scale_set_name,
+            &namespace,
+            &asss.spec.github_config_url,
+        );
+        ctx.metrics.listener(&labels, ready);
         conditions::set(
             &mut status.conditions,
             Update {
