@@ -36,6 +36,20 @@ fn ours() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE))
 }
 
+/// The RunnerSets in `store` that reference the AutoscaleSet `namespace/name`.
+fn referencing(store: &Store<RunnerSet>, namespace: &str, name: &str) -> Vec<ObjectRef<RunnerSet>> {
+    store
+        .state()
+        .iter()
+        .filter(|rs| {
+            let own = rs.namespace().unwrap_or_default();
+            rs.spec.autoscale_set_ref.name == name
+                && rs.spec.autoscale_set_ref.namespace_or(&own) == namespace
+        })
+        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+        .collect()
+}
+
 /// Runs the RunnerSet controller until `shutdown` completes.
 pub async fn run_runner_sets(
     ctx: Arc<Context>,
@@ -49,17 +63,15 @@ pub async fn run_runner_sets(
         .owns(ctx.api::<Deployment>(), ours())
         // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
         // RunnerSets that reference it.
-        .watches(ctx.api::<AutoscaleSet>(), watcher::Config::default(), move |asss| {
-            let (namespace, name) = (asss.namespace().unwrap_or_default(), asss.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|rs| {
-                    let own = rs.namespace().unwrap_or_default();
-                    rs.spec.autoscale_set_ref.name == name && rs.spec.autoscale_set_ref.namespace_or(&own) == namespace
-                })
-                .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-                .collect::<Vec<_>>()
+        .watches(ctx.api::<AutoscaleSet>(), watcher::Config::default(), {
+            let store = store.clone();
+            move |asss| referencing(&store, &asss.namespace().unwrap_or_default(), &asss.name_any())
+        })
+        // When a RunnerSet goes, another one waiting for the same AutoscaleSet takes over.
+        .watches(ctx.api::<RunnerSet>(), watcher::Config::default(), move |rs| {
+            let own = rs.namespace().unwrap_or_default();
+            let reference = &rs.spec.autoscale_set_ref;
+            referencing(&store, reference.namespace_or(&own), &reference.name)
         })
         .graceful_shutdown_on(shutdown)
         .run(runner_set::reconcile, rs_error_policy, ctx)
