@@ -1,0 +1,211 @@
+//! How the controller handles runner Pods that fail, against the Kubernetes API (test server or
+//! `RSSC_E2E_KUBECONFIG`) and the fake GitHub: a failure before a job retries the Pod with the
+//! same registration; an OOM kill replaces the runner; exit 7 fails it with an Event.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
+use kube::{
+    ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use rssc_api::v1alpha1::{
+    AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSetSpec,
+    NamespacedRef, RunnerConfig, RunnerSetSpec,
+};
+use rssc_controller::{
+    context::{Context, Settings},
+    controllers,
+    runner_template::{RunnerDefaults, TemplateSource, resolve},
+};
+use support::{PAT, Target, eventually, github, github_options};
+use tokio::sync::watch;
+
+async fn pod_exits(t: &Target, pod: &str, code: i32, reason: &str) {
+    let status = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
+        "name": "runner", "image": "runner", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "reason": reason}}}]}});
+    t.api::<Pod>()
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+async fn only_runner(t: &Target) -> Option<EphemeralRunner> {
+    let mut all = t
+        .api::<EphemeralRunner>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    all.retain(|r| r.metadata.deletion_timestamp.is_none());
+    (all.len() == 1).then(|| all.remove(0))
+}
+
+async fn pod_uid(t: &Target, name: &str) -> Option<String> {
+    t.api::<Pod>()
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|p| p.metadata.uid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
+    let t = Target::new("failures").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": "linux"},
+        "spec": {
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
+            "runnerImage": "ghcr.io/actions/actions-runner:latest",
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }))
+    .unwrap();
+    t.api::<AutoscaleSet>()
+        .create(&PostParams::default(), &asss)
+        .await
+        .unwrap();
+    let settings = Settings {
+        github: github_options(),
+        recheck: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    let (stop, stopped) = watch::channel(false);
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tasks = [
+        tokio::spawn(controllers::run_autoscale_sets(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_ephemeral_runner_sets(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+        tokio::spawn(controllers::run_ephemeral_runners(
+            ctx.clone(),
+            until(stopped.clone()),
+        )),
+    ];
+    eventually("the scale set is registered", || async {
+        t.api::<AutoscaleSet>()
+            .get("linux")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.scale_set_id)
+            .is_some()
+    })
+    .await;
+    let asss = t.api::<AutoscaleSet>().get("linux").await.unwrap();
+    let rs = RunnerSetSpec {
+        autoscale_set_ref: NamespacedRef {
+            name: "linux".into(),
+            namespace: None,
+        },
+        runner_group: None,
+        runner_template: None,
+        listener_template: None,
+    };
+    let source = TemplateSource {
+        autoscale_set_name: "linux",
+        autoscale_set: &asss.spec,
+        runner_set_name: "ci",
+        runner_set: &rs,
+    };
+    let set = EphemeralRunnerSet::new(
+        "ci",
+        EphemeralRunnerSetSpec {
+            replicas: 1,
+            patch_sequence: 1,
+            runner_template: resolve(source, &RunnerDefaults::default()).unwrap().template,
+            runner_config: RunnerConfig {
+                autoscale_set_ref: NamespacedRef {
+                    name: "linux".into(),
+                    namespace: Some(t.namespace.clone()),
+                },
+                github_config_url: asss.spec.github_config_url.clone(),
+                scale_set_id: asss.status.as_ref().unwrap().scale_set_id.unwrap(),
+                scale_set_name: "linux".into(),
+                work_folder: None,
+            },
+        },
+    );
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+    eventually("a runner with a Pod", || async {
+        match only_runner(&t).await {
+            Some(r) => pod_uid(&t, &r.name_any()).await.is_some(),
+            None => false,
+        }
+    })
+    .await;
+    let runner = only_runner(&t).await.unwrap();
+    let name = runner.name_any();
+
+    // A failure before any job: the failure is recorded and the Pod comes back, same runner.
+    let first_pod = pod_uid(&t, &name).await.unwrap();
+    pod_exits(&t, &name, 1, "Error").await;
+    eventually("a new Pod for the same runner", || async {
+        pod_uid(&t, &name).await.is_some_and(|uid| uid != first_pod)
+    })
+    .await;
+    let runner = t.api::<EphemeralRunner>().get(&name).await.unwrap();
+    let failures = runner.status.unwrap().failures;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].pod_uid.as_str(), failures[0].exit_code),
+        (first_pod.as_str(), Some(1))
+    );
+
+    // OOM-killed: the runner is failed and replaced by a new one (the decision still wants one).
+    pod_exits(&t, &name, 137, "OOMKilled").await;
+    eventually("a replacement runner", || async {
+        only_runner(&t).await.is_some_and(|r| r.name_any() != name)
+    })
+    .await;
+    eventually("the old runner is gone", || async {
+        t.api::<EphemeralRunner>().get_opt(&name).await.unwrap().is_none()
+    })
+    .await;
+
+    // Exit 7: GitHub no longer takes this runner version; the runner fails with an Event.
+    let replacement = only_runner(&t).await.unwrap().name_any();
+    eventually("the replacement has a Pod", || async {
+        pod_uid(&t, &replacement).await.is_some()
+    })
+    .await;
+    pod_exits(&t, &replacement, 7, "Error").await;
+    eventually("a RunnerVersionDeprecated Event", || async {
+        t.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RunnerVersionDeprecated"))
+    })
+    .await;
+    let failed = t.api::<EphemeralRunner>().get_opt(&replacement).await.unwrap();
+    assert!(
+        failed.is_none_or(|r| r.status.and_then(|s| s.phase) == Some(EphemeralRunnerPhase::Failed)),
+        "the deprecated runner failed (and is then removed)"
+    );
+
+    stop.send_replace(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(support::WAIT, task).await;
+    }
+}
