@@ -848,7 +848,15 @@ impl Store {
                 created: false,
             });
         }
-        let deleting = !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty();
+        // Removing the last finalizer deletes the object, but a Pod in its grace period stays
+        // until its kubelet confirms with a zero-grace delete, even when the kubelet writes
+        // its final status first.
+        let in_grace = new["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0;
+        let deleting =
+            !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty() && !in_grace;
         let event = if deleting {
             state.commit(rt, EventType::Modified, new, Some(old.clone()));
             let last = state
