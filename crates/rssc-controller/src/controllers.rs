@@ -80,7 +80,7 @@ pub async fn run_runner_sets(
 }
 
 fn rs_error_policy(rs: Arc<RunnerSet>, err: &runner_set::Error, ctx: Arc<Context>) -> Action {
-    if let runner_set::Error::Draining(why) = err {
+    if let Some(runner_set::Error::Draining(why)) = own_error(err) {
         debug!(%why, runnerset = %rs.name_any(), "RunnerSet deletion waits");
         return Action::requeue(DRAIN_RECHECK);
     }
@@ -130,7 +130,8 @@ async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Err
         Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
             debug!(%object, "object already gone")
         }
-        Err(err) => warn!(error = %err, "reconcile failed"),
+        // The error policy already logged why (at debug level for deletions that wait).
+        Err(err) => debug!(error = %err, "reconcile did not finish"),
     }
 }
 
@@ -149,7 +150,7 @@ fn ers_error_policy(
 }
 
 fn er_error_policy(runner: Arc<EphemeralRunner>, err: &ephemeral_runner::Error, ctx: Arc<Context>) -> Action {
-    if let ephemeral_runner::Error::Deregistering(why) = err {
+    if let Some(ephemeral_runner::Error::Deregistering(why)) = own_error(err) {
         debug!(%why, runner = %runner.name_any(), "runner deletion waits");
         return Action::requeue(DRAIN_RECHECK);
     }
@@ -183,7 +184,7 @@ pub async fn run_autoscale_sets(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(object = %object.name, "reconciled"),
-                Err(err) => warn!(error = %err, "reconcile failed"),
+                Err(err) => debug!(error = %err, "reconcile did not finish"),
             }
         })
         .await;
@@ -226,7 +227,7 @@ async fn watch_referenced_secrets(
 }
 
 fn error_policy(asss: Arc<AutoscaleSet>, err: &autoscale_set::Error, ctx: Arc<Context>) -> Action {
-    if let autoscale_set::Error::Draining(why) = err {
+    if let Some(autoscale_set::Error::Draining(why)) = own_error(err) {
         debug!(%why, "AutoscaleSet deletion waits");
         return Action::requeue(DRAIN_RECHECK);
     }
@@ -237,6 +238,35 @@ fn error_policy(asss: Arc<AutoscaleSet>, err: &autoscale_set::Error, ctx: Arc<Co
     );
     warn!(error = %err, category = err.category(), "AutoscaleSet reconcile failed; retrying");
     Action::requeue(ctx.backoff(&key))
+}
+
+/// Errors that may wrap a reconcile's own error in kube-runtime's finalizer error.
+trait WrapsFinalizer: std::error::Error + Sized + 'static {
+    fn finalizer(&self) -> Option<&kube::runtime::finalizer::Error<Self>>;
+}
+
+macro_rules! wraps_finalizer {
+    ($($module:ident),*) => {$(
+        impl WrapsFinalizer for $module::Error {
+            fn finalizer(&self) -> Option<&kube::runtime::finalizer::Error<Self>> {
+                match self {
+                    $module::Error::Finalizer(inner) => Some(inner),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+wraps_finalizer!(autoscale_set, runner_set, ephemeral_runner);
+
+/// The reconcile's own error, seen through kube-runtime's finalizer wrapper.
+fn own_error<E: WrapsFinalizer>(err: &E) -> Option<&E> {
+    use kube::runtime::finalizer::Error::{ApplyFailed, CleanupFailed};
+    match err.finalizer() {
+        Some(CleanupFailed(inner) | ApplyFailed(inner)) => Some(inner),
+        Some(_) => None,
+        None => Some(err),
+    }
 }
 
 /// How often a deletion that waits (for runners, or for GitHub) looks again.

@@ -29,6 +29,9 @@ use crate::{
     scale::{Counts, Decision, RunnerState, RunnerView, plan},
 };
 
+/// How soon a decision that could not be carried out in full is looked at again.
+const UNSATISFIED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// At most this many EphemeralRunners are created at once.
 const CREATE_CONCURRENCY: usize = 16;
 
@@ -165,7 +168,10 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let labels = ScaleSetLabels::new(&config.scale_set_name, &namespace, &config.github_config_url);
     ctx.metrics
         .runners(&labels, counts.pending, counts.idle + counts.busy, counts.failed);
-    let observed_sequence = if all_created { decision.sequence } else { observed };
+    // A decision counts as done only when carried out in full; scale-down that had to spare
+    // pending runners within their grace, or runners GitHub said are busy, is tried again.
+    let satisfied = all_created && removed >= plan.scale_down;
+    let observed_sequence = if satisfied { decision.sequence } else { observed };
     let status = json!({"status": {
         "currentRunners": counts.current(),
         "pendingRunners": counts.pending,
@@ -186,7 +192,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     if let Some(err) = created.into_iter().next() {
         return Err(err.into());
     }
-    Ok(Action::await_change())
+    if satisfied {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(UNSATISFIED_RECHECK))
+    }
 }
 
 async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_github::ActionsClient> {
