@@ -1,0 +1,349 @@
+//! The end-to-end harness: the real `rssc-controller` and `rssc-listener` binaries against the
+//! fake GitHub (over TLS, trusted through the AutoscaleSet's CA bundle), the Kubernetes API test
+//! server — or the cluster `RSSC_E2E_KUBECONFIG` names — and the node simulator, which runs
+//! runner Pods against the fake and listener Pods as real processes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Namespace, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
+use rssc_sim_kube::KubeServer;
+use rssc_sim_node::{ListenerKubeconfig, ListenerSettings, NodeSim, PodSelector, Scheduling, SimConfig};
+use tokio::{process::Child, time::timeout};
+
+/// How long any single condition may take.
+pub const WAIT: Duration = Duration::from_secs(120);
+/// The token the fake GitHub accepts; tests check it appears in no log.
+pub const PAT: &str = "ghp_e2e_planted_secret_3f9a1c";
+
+/// Everything a scenario runs against.
+pub struct Harness {
+    /// Kubernetes client (admin).
+    pub client: Client,
+    /// Namespace of this scenario.
+    pub namespace: String,
+    /// The fake GitHub.
+    pub github: Arc<FakeGitHub>,
+    /// The node simulator.
+    pub nodes: Option<NodeSim>,
+    /// Where the processes write their logs.
+    pub logs: PathBuf,
+    controller: Option<Child>,
+    _server: Option<KubeServer>,
+    real_cluster: bool,
+}
+
+/// Builds the binaries under test (a no-op when they are current) and returns their directory.
+pub fn build_binaries() -> PathBuf {
+    let cargo = env!("CARGO");
+    let output = std::process::Command::new(cargo)
+        .args(["build", "-p", "rssc-controller", "-p", "rssc-listener", "--bins"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} to build the binaries: {e}"));
+    assert!(
+        output.status.success(),
+        "building the binaries failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+impl Harness {
+    /// Starts everything for the scenario `name`.
+    pub async fn start(name: &str) -> Self {
+        let bin = build_binaries();
+        let (kubeconfig, server, real_cluster) = match std::env::var_os("RSSC_E2E_KUBECONFIG") {
+            Some(path) => (PathBuf::from(path), None, true),
+            None => {
+                let server = KubeServer::start()
+                    .await
+                    .expect("the Kubernetes API test server starts");
+                (server.kubeconfig_path().to_owned(), Some(server), false)
+            }
+        };
+        let raw = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the kubeconfig {}: {e} (RSSC_E2E_KUBECONFIG must name a readable kubeconfig)",
+                kubeconfig.display()
+            )
+        });
+        let client = Client::try_from(
+            Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        install_crds(&client).await;
+        let namespace = format!("e2e-{name}-{:x}", rand::random::<u32>());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let logs = std::env::temp_dir().join(format!("rssc-{namespace}"));
+        std::fs::create_dir_all(&logs).unwrap();
+
+        // GitHub, over TLS with a certificate made for this run.
+        let key =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let cert = key.cert.pem();
+        let github = Arc::new(
+            FakeGitHub::start_tls(
+                FakeConfig {
+                    long_poll_window: Duration::from_secs(2),
+                    tick: Duration::from_millis(10),
+                    ..FakeConfig::default()
+                },
+                TlsFiles {
+                    cert_chain_pem: cert.clone(),
+                    private_key_pem: key.signing_key.serialize_pem(),
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        github.add_pat(PAT);
+
+        let harness = Self {
+            client,
+            namespace: namespace.clone(),
+            github,
+            nodes: None,
+            logs: logs.clone(),
+            controller: None,
+            _server: server,
+            real_cluster,
+        };
+        harness.config_map("github-ca", "ca.pem", &cert).await;
+        harness.secret("github-token", "token", PAT).await;
+
+        // Nodes that run runner Pods against the fake and listener Pods as processes.
+        let mut sim = SimConfig::new(&format!("sim-{namespace}"));
+        sim.scheduling = if real_cluster {
+            Scheduling::External
+        } else {
+            Scheduling::Bind
+        };
+        sim.selector = PodSelector {
+            namespace: Some(namespace.clone()),
+            ..PodSelector::default()
+        };
+        sim.work_dir = logs.join("nodes");
+        sim.delete_nodes_on_stop = true;
+        sim.listener = Some(ListenerSettings {
+            binary: bin.join("rssc-listener"),
+            log_dir: logs.clone(),
+            kubeconfig: if real_cluster {
+                ListenerKubeconfig::ServiceAccountToken {
+                    cluster_from: kubeconfig.clone(),
+                    expiration: Duration::from_secs(3600),
+                }
+            } else {
+                ListenerKubeconfig::File(kubeconfig.clone())
+            },
+            max_probe_period: Duration::from_millis(500),
+        });
+        let nodes = NodeSim::start(harness.client.clone(), sim, Some(harness.github.clone()))
+            .await
+            .expect("the node simulator starts");
+
+        // The controller, as a process.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(logs.join("controller.log")).unwrap();
+        let controller = tokio::process::Command::new(bin.join("rssc-controller"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", "controller-0")
+            .env("POD_NAMESPACE", &namespace)
+            .env("RSSC_WATCH_NAMESPACE", &namespace)
+            .env("RSSC_ADMIN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RSSC_LOG_FORMAT", "json")
+            .env("RSSC_PENDING_GRACE_SECONDS", "5")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the rssc-controller binary starts");
+        Self {
+            nodes: Some(nodes),
+            controller: Some(controller),
+            ..harness
+        }
+    }
+
+    /// An API for `K` in the scenario's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Applies a manifest (server-side apply) in the scenario's namespace.
+    pub async fn apply<K>(&self, manifest: serde_json::Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let name = manifest["metadata"]["name"].as_str().expect("a name").to_owned();
+        self.api::<K>()
+            .patch(
+                &name,
+                &PatchParams::apply("rssc-e2e").force(),
+                &Patch::Apply(&manifest),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Creates a ConfigMap with one key.
+    pub async fn config_map(&self, name: &str, key: &str, value: &str) {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_owned(), value.to_owned())].into()),
+            ..Default::default()
+        };
+        self.api::<ConfigMap>()
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+    }
+
+    /// Creates a Secret with one key.
+    pub async fn secret(&self, name: &str, key: &str, value: &str) {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            string_data: Some([(key.to_owned(), value.to_owned())].into()),
+            ..Default::default()
+        };
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    /// Whether the scenario runs against a real cluster.
+    pub fn real_cluster(&self) -> bool {
+        self.real_cluster
+    }
+
+    /// Every log the processes wrote, concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut text = String::new();
+        collect_logs(&self.logs, &mut text);
+        text
+    }
+
+    /// Stops the controller (SIGTERM, then waits) and the node simulator.
+    pub async fn stop(mut self) {
+        if let Some(mut controller) = self.controller.take() {
+            if let Some(pid) = controller.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let status = timeout(WAIT, controller.wait())
+                .await
+                .expect("the controller stops on SIGTERM")
+                .unwrap();
+            assert!(
+                status.success(),
+                "the controller exits 0 on SIGTERM, got {status}"
+            );
+        }
+        if let Some(nodes) = self.nodes.take() {
+            nodes.stop().await;
+        }
+        if self.real_cluster {
+            let _ = Api::<Namespace>::all(self.client.clone())
+                .delete(&self.namespace, &DeleteParams::default())
+                .await;
+        }
+        let _ = std::fs::remove_dir_all(&self.logs);
+    }
+}
+
+fn collect_logs(dir: &Path, text: &mut String) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_logs(&path, text);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in rssc_api::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("rssc-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        eventually(&format!("CRD {name} is established"), || async {
+            api.get(&name)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+        .await;
+    }
+}
+
+/// Waits until `check` holds, asking every 100 ms, for at most [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let done = timeout(WAIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "timed out waiting until {what}");
+}
