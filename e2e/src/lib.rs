@@ -10,18 +10,14 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
-    Api, Client, Config,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
-use rssc_sim_kube::KubeServer;
 use rssc_sim_node::{ListenerKubeconfig, ListenerSettings, NodeSim, PodSelector, Scheduling, SimConfig};
+use rssc_test_support::Cluster;
 use tokio::{process::Child, time::timeout};
 
 /// How long any single condition may take.
@@ -42,7 +38,7 @@ pub struct Harness {
     /// Where the processes write their logs.
     pub logs: PathBuf,
     controller: Option<Child>,
-    _server: Option<KubeServer>,
+    cluster: Cluster,
     real_cluster: bool,
 }
 
@@ -69,40 +65,13 @@ impl Harness {
     /// Starts everything for the scenario `name`.
     pub async fn start(name: &str) -> Self {
         let bin = build_binaries();
-        let (kubeconfig, server, real_cluster) = match std::env::var_os("RSSC_E2E_KUBECONFIG") {
-            Some(path) => (PathBuf::from(path), None, true),
-            None => {
-                let server = KubeServer::start()
-                    .await
-                    .expect("the Kubernetes API test server starts");
-                (server.kubeconfig_path().to_owned(), Some(server), false)
-            }
-        };
-        let raw = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
-            panic!(
-                "cannot read the kubeconfig {}: {e} (RSSC_E2E_KUBECONFIG must name a readable kubeconfig)",
-                kubeconfig.display()
-            )
-        });
-        let client = Client::try_from(
-            Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        install_crds(&client).await;
-        let namespace = format!("e2e-{name}-{:x}", rand::random::<u32>());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        let cluster = Cluster::connect(&format!("e2e-{name}")).await;
+        let (client, kubeconfig, namespace, real_cluster) = (
+            cluster.client.clone(),
+            cluster.kubeconfig.clone(),
+            cluster.namespace.clone(),
+            cluster.is_real(),
+        );
         let logs = std::env::temp_dir().join(format!("rssc-{namespace}"));
         std::fs::create_dir_all(&logs).unwrap();
 
@@ -134,7 +103,7 @@ impl Harness {
             nodes: None,
             logs: logs.clone(),
             controller: None,
-            _server: server,
+            cluster,
             real_cluster,
         };
         harness.config_map("github-ca", "ca.pem", &cert).await;
@@ -202,7 +171,7 @@ impl Harness {
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), &self.namespace)
+        self.cluster.api()
     }
 
     /// Applies a manifest (server-side apply) in the scenario's namespace.
@@ -288,11 +257,7 @@ impl Harness {
         if let Some(nodes) = self.nodes.take() {
             nodes.stop().await;
         }
-        if self.real_cluster {
-            let _ = Api::<Namespace>::all(self.client.clone())
-                .delete(&self.namespace, &DeleteParams::default())
-                .await;
-        }
+        // Dropping the cluster handle deletes a real cluster's namespace.
         let _ = std::fs::remove_dir_all(&self.logs);
     }
 }
@@ -308,42 +273,11 @@ fn collect_logs(dir: &Path, text: &mut String) {
     }
 }
 
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in rssc_api::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("rssc-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        eventually(&format!("CRD {name} is established"), || async {
-            api.get(&name)
-                .await
-                .unwrap()
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-        .await;
-    }
-}
-
-/// Waits until `check` holds, asking every 100 ms, for at most [`WAIT`].
+/// Waits until `check` holds, for at most [`WAIT`].
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let done = timeout(WAIT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "timed out waiting until {what}");
+    rssc_test_support::eventually(what, WAIT, check).await;
 }

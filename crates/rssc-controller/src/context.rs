@@ -49,6 +49,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Reconciles of EphemeralRunners run at once (JIT configs, Secrets and Pods of a burst).
     pub runner_concurrency: u16,
+    /// Longest wait before retrying an object after repeated failures.
+    pub max_backoff: Duration,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             watch_namespace: None,
             concurrency: 4,
             runner_concurrency: 32,
+            max_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -284,12 +287,13 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The delay before retrying `key` after another failure: 1 s doubling to 5 min, jittered.
+    /// The delay before retrying `key` after another failure: 1 s doubling to `max_backoff`
+    /// (5 min by default), jittered.
     pub fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_owned()).or_default();
         *n = n.saturating_add(1);
-        let step = Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300));
+        let step = Duration::from_secs(1u64 << (*n - 1).min(8)).min(self.settings.max_backoff);
         step.mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
 

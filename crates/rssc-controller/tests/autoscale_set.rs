@@ -3,15 +3,12 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use kube::api::{DeleteParams, PostParams};
 use rssc_api::v1alpha1::{AutoscaleSet, AutoscaleSetPhase};
-use rssc_controller::{
-    context::{Context, Settings},
-    controllers,
-};
-use support::{PAT, Target, eventually, github, github_options};
+use rssc_controller::{context::Context, controllers};
+use support::{PAT, Target, eventually, github};
 use tokio::sync::oneshot;
 
 fn autoscale_set(name: &str, url: &str, secret: &str) -> AutoscaleSet {
@@ -54,14 +51,7 @@ async fn registers_heals_and_removes_the_scale_set() {
     t.config_map("github-ca", &[("ca.pem", &ca)]).await;
     let url = fake.config_url("octo-org");
 
-    let ctx = Arc::new(Context::new(
-        t.client.clone(),
-        Settings {
-            github: github_options(),
-            recheck: Duration::from_secs(1),
-            ..Settings::default()
-        },
-    ));
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
     let (stop, stopped) = oneshot::channel::<()>();
     let controller = tokio::spawn(controllers::run_autoscale_sets(ctx, async move {
         let _ = stopped.await;
@@ -144,14 +134,7 @@ async fn wrong_credentials_and_unknown_runner_groups_are_reported() {
         .await;
     t.secret("github-token", &[("token", PAT)]).await;
     let url = fake.config_url("octo-org");
-    let ctx = Arc::new(Context::new(
-        t.client.clone(),
-        Settings {
-            github: github_options(),
-            recheck: Duration::from_secs(1),
-            ..Settings::default()
-        },
-    ));
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
     let (stop, stopped) = oneshot::channel::<()>();
     let controller = tokio::spawn(controllers::run_autoscale_sets(ctx, async move {
         let _ = stopped.await;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
 use kube::{
@@ -16,11 +16,11 @@ use rssc_api::v1alpha1::{
     NamespacedRef, RunnerConfig, RunnerSetSpec,
 };
 use rssc_controller::{
-    context::{Context, Settings},
+    context::Context,
     controllers,
     runner_template::{RunnerDefaults, TemplateSource, resolve},
 };
-use support::{PAT, Target, eventually, github, github_options};
+use support::{PAT, Target, eventually, github};
 use tokio::sync::watch;
 
 async fn pod_exits(t: &Target, pod: &str, code: i32, reason: &str) {
@@ -73,11 +73,7 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
         .create(&PostParams::default(), &asss)
         .await
         .unwrap();
-    let settings = Settings {
-        github: github_options(),
-        recheck: Duration::from_secs(1),
-        ..Settings::default()
-    };
+    let settings = support::settings();
     let ctx = Arc::new(Context::new(t.client.clone(), settings));
     let (stop, stopped) = watch::channel(false);
     let until = |mut rx: watch::Receiver<bool>| async move {

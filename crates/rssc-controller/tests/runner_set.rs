@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -18,11 +18,8 @@ use rssc_api::{
     listener_config::{CONFIG_KEY, ListenerConfig},
     v1alpha1::{AutoscaleSet, EphemeralRunnerSet, RunnerSet},
 };
-use rssc_controller::{
-    context::{Context, Settings},
-    controllers,
-};
-use support::{PAT, Target, eventually, github, github_options};
+use rssc_controller::{context::Context, controllers};
+use support::{PAT, Target, eventually, github};
 use tokio::sync::watch;
 
 fn runner_set(name: &str) -> RunnerSet {
@@ -84,14 +81,7 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
     t.secret("proxy-creds", &[("username", "ci"), ("password", "s3cret")])
         .await;
 
-    let ctx = Arc::new(Context::new(
-        t.client.clone(),
-        Settings {
-            github: github_options(),
-            recheck: Duration::from_secs(1),
-            ..Settings::default()
-        },
-    ));
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
     let (stop, stopped) = watch::channel(false);
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

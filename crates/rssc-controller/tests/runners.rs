@@ -85,10 +85,8 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         .unwrap();
 
     let settings = Settings {
-        github: github_options(),
-        recheck: Duration::from_secs(1),
         pending_grace: Duration::ZERO,
-        ..Settings::default()
+        ..support::settings()
     };
     let ctx = Arc::new(Context::new(t.client.clone(), settings));
     let (stop, stopped) = watch::channel(false);
@@ -291,19 +289,28 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
     let (busy, busy_id) = ids[1].clone();
     // The listener would record the job on the runner; here the controller relies on GitHub's refusal.
     decide(&t, 0, 2).await;
-    eventually("the decision to scale to zero is acted on", || async {
-        observed(&t).await == 2
+    // Scale-down asked GitHub to remove it and was refused...
+    eventually("GitHub refused to remove the busy runner", || async {
+        fake.calls().iter().any(|c| {
+            c.method == "DELETE" && c.path.ends_with(&format!("/agents/{busy_id}")) && c.status == 400
+        })
     })
     .await;
+    // ...so the runner stays, and the decision waits to be carried out.
     assert!(
         t.api::<EphemeralRunner>().get_opt(&busy).await.unwrap().is_some(),
         "the busy runner was kept"
     );
+    assert_eq!(observed(&t).await, 1, "a decision is done only when carried out");
 
     // Its job ends; the runner exits and goes, and GitHub has no runner left.
     fake.runner_finish(busy_id, "succeeded").unwrap();
     exit(&t, &busy, 0).await;
     eventually("no runner left", || async { runners(&t).await.is_empty() }).await;
+    eventually("the decision to scale to zero is carried out", || async {
+        observed(&t).await == 2
+    })
+    .await;
     assert!(
         fake.with_state(|s| s.runners.is_empty()),
         "no registration left on GitHub"

@@ -1,23 +1,10 @@
 //! The listener against a Kubernetes API server: the in-process test server by default, or the
 //! cluster `RSSC_E2E_KUBECONFIG` points at. GitHub is the fake on loopback either way.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api, Client, Config,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{Api, Client, api::PostParams};
 use prometheus_client::registry::Registry;
 use rssc_api::{
     listener_config::{CONFIG_KEY, ListenerAuth, ListenerConfig},
@@ -37,7 +24,7 @@ use rssc_listener::{
 };
 use rssc_runtime::health::Health;
 use rssc_sim_github::{FakeConfig, FakeGitHub, JobSpec};
-use rssc_sim_kube::KubeServer;
+use rssc_test_support::Cluster;
 use tokio::{sync::watch, time::timeout};
 
 const PAT: &str = "ghp_kube_test_token";
@@ -45,37 +32,20 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The API server under test and a namespace of our own on it.
 struct Target {
+    cluster: Cluster,
     client: Client,
     kubeconfig: PathBuf,
     namespace: String,
-    _server: Option<KubeServer>,
 }
 
 impl Target {
     async fn new(test: &str) -> Self {
-        let (kubeconfig, server) = match std::env::var_os("RSSC_E2E_KUBECONFIG") {
-            Some(path) => (PathBuf::from(path), None),
-            None => {
-                let server = KubeServer::start()
-                    .await
-                    .expect("the Kubernetes API test server starts");
-                (server.kubeconfig_path().to_owned(), Some(server))
-            }
-        };
-        let client = client_for(&kubeconfig).await;
-        install_crds(&client).await;
-        let namespace = format!("{test}-{:x}", rand::random::<u32>());
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        let cluster = Cluster::connect(test).await;
         Self {
-            client,
-            kubeconfig,
-            namespace,
-            _server: server,
+            client: cluster.client.clone(),
+            kubeconfig: cluster.kubeconfig.clone(),
+            namespace: cluster.namespace.clone(),
+            cluster,
         }
     }
 
@@ -83,7 +53,7 @@ impl Target {
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), &self.namespace)
+        self.cluster.api()
     }
 
     async fn replicas(&self, name: &str) -> i32 {
@@ -96,84 +66,13 @@ impl Target {
     }
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        if self._server.is_none() {
-            // On a real cluster, leave nothing behind.
-            let client = self.client.clone();
-            let namespace = self.namespace.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&namespace, &DeleteParams::default())
-                        .await;
-                });
-            })
-            .join()
-            .ok();
-        }
-    }
-}
-
-async fn client_for(path: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the kubeconfig {}: {e} (RSSC_E2E_KUBECONFIG must name a readable kubeconfig)",
-            path.display()
-        )
-    });
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in rssc_api::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("rssc-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        let established = timeout(WAIT, async {
-            loop {
-                let crd = api.get(&name).await.unwrap();
-                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-                if conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        assert!(established.is_ok(), "CRD {name} never became Established");
-    }
-}
-
-/// Waits until `check` returns true, asking every 50 ms, for at most [`WAIT`].
+/// Waits until `check` returns true, for at most [`WAIT`].
 async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let done = timeout(WAIT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "timed out waiting until {what}");
+    rssc_test_support::eventually(what, WAIT, check).await;
 }
 
 struct GitHub {

@@ -5,32 +5,19 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
-    Api, Client, Config,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client,
+    api::{ObjectMeta, PostParams},
 };
 use rssc_github::{ClientOptions, backoff::RetryPolicy};
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
-use rssc_sim_kube::KubeServer;
-use tokio::time::timeout;
+use rssc_test_support::Cluster;
 
 /// How long any condition may take.
 pub const WAIT: Duration = Duration::from_secs(60);
 /// The token the fake GitHub accepts.
 pub const PAT: &str = "ghp_controller_test_token";
-
-/// The API server under test and our namespace on it.
-pub struct Target {
-    pub client: Client,
-    pub kubeconfig: PathBuf,
-    pub namespace: String,
-    server: Option<KubeServer>,
-}
 
 /// Sends the controller's logs to the test output (`RUST_LOG` filters them, default `warn`).
 pub fn logs() {
@@ -41,46 +28,23 @@ pub fn logs() {
         .try_init();
 }
 
+/// The API server under test and our namespace on it.
+pub struct Target {
+    cluster: Cluster,
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub namespace: String,
+}
+
 impl Target {
     pub async fn new(test: &str) -> Self {
         logs();
-        let (kubeconfig, server) = match std::env::var_os("RSSC_E2E_KUBECONFIG") {
-            Some(path) => (PathBuf::from(path), None),
-            None => {
-                let server = KubeServer::start()
-                    .await
-                    .expect("the Kubernetes API test server starts");
-                (server.kubeconfig_path().to_owned(), Some(server))
-            }
-        };
-        let raw = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
-            panic!(
-                "cannot read the kubeconfig {}: {e} (RSSC_E2E_KUBECONFIG must name a readable kubeconfig)",
-                kubeconfig.display()
-            )
-        });
-        let config = Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        let client = Client::try_from(config).unwrap();
-        install_crds(&client).await;
-        let namespace = format!("{test}-{:x}", rand::random::<u32>());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        let cluster = Cluster::connect(test).await;
         Self {
-            client,
-            kubeconfig,
-            namespace,
-            server,
+            client: cluster.client.clone(),
+            kubeconfig: cluster.kubeconfig.clone(),
+            namespace: cluster.namespace.clone(),
+            cluster,
         }
     }
 
@@ -88,7 +52,7 @@ impl Target {
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), &self.namespace)
+        self.cluster.api()
     }
 
     pub async fn secret(&self, name: &str, data: &[(&str, &str)]) {
@@ -130,63 +94,13 @@ impl Target {
     }
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        if self.server.is_none() {
-            let (client, namespace) = (self.client.clone(), self.namespace.clone());
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&namespace, &DeleteParams::default())
-                        .await;
-                });
-            })
-            .join()
-            .ok();
-        }
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in rssc_api::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("rssc-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        eventually(&format!("CRD {name} is established"), || async {
-            let crd = api.get(&name).await.unwrap();
-            crd.status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-        .await;
-    }
-}
-
-/// Waits until `check` holds, asking every 50 ms, for at most [`WAIT`].
+/// Waits until `check` holds, for at most [`WAIT`].
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let done = timeout(WAIT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "timed out waiting until {what}");
+    rssc_test_support::eventually(what, WAIT, check).await;
 }
 
 /// The fake GitHub over HTTPS with a certificate made for this run, and the CA to trust it.
@@ -209,6 +123,17 @@ pub async fn github() -> (Arc<FakeGitHub>, String) {
     .unwrap();
     fake.add_pat(PAT);
     (Arc::new(fake), cert)
+}
+
+/// Controller settings for tests: quick retries, rechecks and backoff (on a loaded machine a
+/// few failed calls must not push the next attempt past a test's wait).
+pub fn settings() -> rssc_controller::context::Settings {
+    rssc_controller::context::Settings {
+        github: github_options(),
+        recheck: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(2),
+        ..rssc_controller::context::Settings::default()
+    }
 }
 
 /// GitHub client options with quick retries.

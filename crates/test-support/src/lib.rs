@@ -1,0 +1,153 @@
+//! What component and end-to-end tests share: the Kubernetes API to test against — the
+//! in-process test server, or the cluster `RSSC_E2E_KUBECONFIG` names — with our CRDs installed
+//! and a namespace of the test's own, and bounded waits on conditions.
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use rssc_sim_kube::KubeServer;
+use tokio::time::timeout;
+
+/// The environment variable naming a real cluster's kubeconfig.
+pub const KUBECONFIG_VAR: &str = "RSSC_E2E_KUBECONFIG";
+
+/// A Kubernetes API to test against, with our CRDs and a namespace of the test's own.
+pub struct Cluster {
+    /// Client with the kubeconfig's (admin) credentials.
+    pub client: Client,
+    /// The kubeconfig in use (for processes the test starts).
+    pub kubeconfig: PathBuf,
+    /// The test's namespace; deleted when a real cluster's test ends.
+    pub namespace: String,
+    server: Option<KubeServer>,
+}
+
+impl Cluster {
+    /// Connects (starting the test server unless `RSSC_E2E_KUBECONFIG` is set), installs the
+    /// CRDs and creates a namespace named after `test`.
+    pub async fn connect(test: &str) -> Self {
+        let (kubeconfig, server) = match std::env::var_os(KUBECONFIG_VAR) {
+            Some(path) => (PathBuf::from(path), None),
+            None => {
+                let server = KubeServer::start()
+                    .await
+                    .expect("the Kubernetes API test server starts");
+                (server.kubeconfig_path().to_owned(), Some(server))
+            }
+        };
+        let raw = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the kubeconfig {}: {e} ({KUBECONFIG_VAR} must name a readable kubeconfig)",
+                kubeconfig.display()
+            )
+        });
+        let config = Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        install_crds(&client).await;
+        let namespace = format!("{test}-{:x}", rand::random::<u32>());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        Self {
+            client,
+            kubeconfig,
+            namespace,
+            server,
+        }
+    }
+
+    /// Whether this is a real cluster rather than the test server.
+    pub fn is_real(&self) -> bool {
+        self.server.is_none()
+    }
+
+    /// An API for `K` in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            // On a real cluster, leave nothing behind.
+            let (client, namespace) = (self.client.clone(), self.namespace.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let _ = Api::<Namespace>::all(client)
+                        .delete(&namespace, &DeleteParams::default())
+                        .await;
+                });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+/// Installs (server-side applies) our CRDs and waits until each is established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in rssc_api::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("rssc-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        eventually(
+            &format!("CRD {name} is established"),
+            Duration::from_secs(60),
+            || async {
+                let crd = api.get(&name).await.unwrap();
+                crd.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            },
+        )
+        .await;
+    }
+}
+
+/// Waits until `check` holds, asking every 50 ms, for at most `limit`; panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let done = timeout(limit, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "timed out after {limit:?} waiting until {what}");
+}
