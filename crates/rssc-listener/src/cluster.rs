@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -67,6 +68,14 @@ pub trait Cluster: Send + Sync {
         runner_name: &str,
         job: &RunnerJob,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Records how a runner's job ended on its EphemeralRunner; a runner already gone is not
+    /// an error.
+    fn record_job_completed(
+        &self,
+        runner_name: &str,
+        result: &str,
+        finished_at: Option<&Time>,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }
 
 /// The listener's cluster through the Kubernetes API.
@@ -93,6 +102,24 @@ fn params() -> PatchParams {
     PatchParams {
         field_manager: Some(field_managers::LISTENER.to_owned()),
         ..Default::default()
+    }
+}
+
+impl KubeCluster {
+    async fn patch_runner(&self, runner_name: &str, patch: serde_json::Value) -> Result<(), ClusterError> {
+        match self
+            .runners
+            .patch_status(runner_name, &params(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The runner may already be gone (finished, or never ours); nothing to record.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(ClusterError {
+                action: "record job",
+                source,
+            }),
+        }
     }
 }
 
@@ -142,18 +169,16 @@ impl Cluster for KubeCluster {
     }
 
     async fn record_job_started(&self, runner_name: &str, job: &RunnerJob) -> Result<(), ClusterError> {
-        match self
-            .runners
-            .patch_status(runner_name, &params(), &Patch::Merge(patches::job_started(job)))
+        self.patch_runner(runner_name, patches::job_started(job)).await
+    }
+
+    async fn record_job_completed(
+        &self,
+        runner_name: &str,
+        result: &str,
+        finished_at: Option<&Time>,
+    ) -> Result<(), ClusterError> {
+        self.patch_runner(runner_name, patches::job_completed(result, finished_at))
             .await
-        {
-            Ok(_) => Ok(()),
-            // The runner may already be gone (finished, or never ours); nothing to protect.
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(source) => Err(ClusterError {
-                action: "record job",
-                source,
-            }),
-        }
     }
 }

@@ -40,6 +40,10 @@ pub struct Started {
 /// A job finished, or was taken back from the scale set (`canceled` without a runner).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completed {
+    /// The runner that ran it (empty if none did).
+    pub runner_name: String,
+    /// When it finished.
+    pub finished_at: Option<Time>,
     /// Metric labels.
     pub labels: JobLabels,
     /// `succeeded`, `failed`, `canceled`, ...
@@ -94,6 +98,8 @@ pub fn handle(message: &ScaleSetMessage) -> Handled {
             } => {
                 let ran = !runner_name.is_empty() && time(&job.runner_assign_time).is_some();
                 handled.completed.push(Completed {
+                    runner_name: runner_name.clone(),
+                    finished_at: time(&job.finish_time).map(|t| Time(DateTime::from(t))),
                     labels: labels(job),
                     result: result.clone(),
                     execution: if ran {
@@ -130,6 +136,8 @@ fn runner_job(job: &JobInfo) -> RunnerJob {
         display_name: job.job_display_name.clone(),
         workflow_run_id: Some(job.workflow_run_id).filter(|id| *id != 0),
         started_at: time(&job.runner_assign_time).map(|t| Time(DateTime::from(t))),
+        result: None,
+        finished_at: None,
     }
 }
 

@@ -411,12 +411,16 @@ mod tests {
             }],
             completed: vec![
                 Completed {
+                    runner_name: "r".into(),
+                    finished_at: None,
                     labels: job.clone(),
                     result: "succeeded".into(),
                     execution: Some(Duration::from_secs(60)),
                     ran: true,
                 },
                 Completed {
+                    runner_name: String::new(),
+                    finished_at: None,
                     labels: job,
                     result: "canceled".into(),
                     execution: None,

@@ -45,6 +45,14 @@ pub fn job_started(job: &RunnerJob) -> Value {
     json!({"status": {"job": job}})
 }
 
+/// Patch of `EphemeralRunner.status.job` when GitHub reports the runner's job ended.
+pub fn job_completed(result: &str, finished_at: Option<&Time>) -> Value {
+    json!({"status": {"job": {
+        "result": result,
+        "finishedAt": finished_at.map(|t| t.0.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    }}})
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::chrono::{TimeZone, Utc};
@@ -93,6 +101,8 @@ mod tests {
             display_name: "build".into(),
             workflow_run_id: Some(8),
             started_at: None,
+            result: None,
+            finished_at: None,
         };
         let patch = job_started(&job);
         assert_eq!(patch["status"]["job"]["requestId"], 5);
@@ -100,5 +110,23 @@ mod tests {
         let status: rssc_api::v1alpha1::EphemeralRunnerStatus =
             serde_json::from_value(patch["status"].clone()).unwrap();
         assert!(status.job.is_some());
+    }
+
+    #[test]
+    fn job_completed_adds_the_result_to_the_job() {
+        let patch = job_completed("succeeded", None);
+        assert_eq!(
+            patch,
+            json!({"status": {"job": {"result": "succeeded", "finishedAt": null}}})
+        );
+        // Merged over the job recorded at start, it reads back as the CRD's status.
+        let mut status = job_started(&RunnerJob {
+            request_id: 5,
+            ..Default::default()
+        });
+        status["status"]["job"]["result"] = patch["status"]["job"]["result"].clone();
+        let status: rssc_api::v1alpha1::EphemeralRunnerStatus =
+            serde_json::from_value(status["status"].clone()).unwrap();
+        assert_eq!(status.job.unwrap().result.as_deref(), Some("succeeded"));
     }
 }

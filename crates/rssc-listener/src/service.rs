@@ -349,6 +349,19 @@ impl<C: Cluster> Listener<C> {
                 warn!(error = %err, runner = %started.runner_name, "cannot record the job on its runner");
             }
         }
+        for completed in handled.completed.iter().filter(|c| !c.runner_name.is_empty()) {
+            if let Err(err) = self
+                .cluster
+                .record_job_completed(
+                    &completed.runner_name,
+                    &completed.result,
+                    completed.finished_at.as_ref(),
+                )
+                .await
+            {
+                warn!(error = %err, runner = %completed.runner_name, "cannot record the job's end on its runner");
+            }
+        }
         state.statistics = Some(handled.statistics);
         self.decide(state, "message").await;
         match self.client.delete_message(session, message.message_id).await {

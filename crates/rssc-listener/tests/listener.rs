@@ -38,6 +38,7 @@ struct Written {
     decisions: Vec<Decision>,
     session: SessionState,
     busy_runners: BTreeSet<String>,
+    finished_runners: BTreeSet<String>,
 }
 
 /// An in-memory EphemeralRunnerSet and its runners' job marks.
@@ -98,6 +99,19 @@ impl Cluster for MemoryCluster {
 
     async fn write_session_state(&self, state: &SessionState) -> Result<(), ClusterError> {
         self.update(|w| w.session = state.clone());
+        Ok(())
+    }
+
+    async fn record_job_completed(
+        &self,
+        runner_name: &str,
+        _result: &str,
+        _finished_at: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    ) -> Result<(), ClusterError> {
+        let name = runner_name.to_owned();
+        self.update(|w| {
+            w.finished_runners.insert(name);
+        });
         Ok(())
     }
 
@@ -287,7 +301,9 @@ async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
     let written = h
         .cluster
         .wait_for("scale back to zero with every job start recorded", |w| {
-            w.decisions.last().is_some_and(|d| d.replicas == 0) && w.busy_runners.len() == 200
+            w.decisions.last().is_some_and(|d| d.replicas == 0)
+                && w.busy_runners.len() == 200
+                && w.finished_runners.len() == 200
         })
         .await;
     let _ = stop_runners.send(());

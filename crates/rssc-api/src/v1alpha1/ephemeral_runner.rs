@@ -135,4 +135,11 @@ pub struct RunnerJob {
     /// When the runner took the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// How the job ended (`succeeded`, `failed`, `canceled`), once GitHub reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub result: Option<String>,
+    /// When the job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
