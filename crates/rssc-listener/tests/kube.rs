@@ -330,7 +330,9 @@ async fn the_binary_scales_and_exits_cleanly_on_sigterm() {
         .env("RSSC_ADMIN_ADDR", format!("127.0.0.1:{port}"))
         .env("RSSC_LOG_FORMAT", "json")
         .env("KUBECONFIG", &t.kubeconfig)
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.join("listener.log")).unwrap(),
+        ))
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
@@ -362,5 +364,20 @@ async fn the_binary_scales_and_exits_cleanly_on_sigterm() {
         gh.fake.with_state(|s| s.sessions.is_empty()),
         "the session was closed"
     );
+
+    // `kubectl logs` reads as the story of the scale set: one JSON line per decision.
+    let log = std::fs::read_to_string(dir.join("listener.log")).unwrap();
+    let decisions: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "decision")
+        .collect();
+    let last = decisions.last().expect("decision lines in the log");
+    assert_eq!(last["desired"], 2);
+    assert_eq!(last["previous"], 1);
+    assert_eq!(last["assigned_jobs"], 1);
+    assert_eq!(last["span"]["scale_set"], "linux");
+    assert_eq!(last["span"]["namespace"], t.namespace.as_str());
+    assert!(!log.contains(PAT), "no credential in the log");
     let _ = std::fs::remove_dir_all(dir);
 }
