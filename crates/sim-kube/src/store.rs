@@ -110,6 +110,10 @@ pub struct State {
     history: VecDeque<Arc<StoredEvent>>,
     history_limit: usize,
     compacted: u64,
+    /// Watchers' feed. Events are sent as they are committed, under the store's lock, so every
+    /// watcher sees them in resourceVersion order; sending after unlocking let two concurrent
+    /// writes arrive out of order, and a watcher skipping versions it had passed lost one.
+    feed: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 /// The store shared by the HTTP layer and the controllers.
@@ -393,6 +397,7 @@ impl State {
             old,
         });
         self.history.push_back(event.clone());
+        let _ = self.feed.send(event.clone());
         while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
                 self.compacted = e.rv;
@@ -414,6 +419,7 @@ impl Store {
                 history: VecDeque::new(),
                 history_limit: history_limit.max(1),
                 compacted: 0,
+                feed: events.clone(),
             }),
             events,
             changed: Notify::new(),
@@ -436,10 +442,8 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn publish(&self, events: Vec<Arc<StoredEvent>>) {
-        for e in events {
-            let _ = self.events.send(e);
-        }
+    /// Wakes whoever waits for changes (the events themselves went out at commit).
+    fn publish(&self, _events: Vec<Arc<StoredEvent>>) {
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
@@ -975,8 +979,8 @@ impl Store {
                     .map(|(_, v)| v.clone())
                     .collect();
                 for o in objs {
-                    let e = state.commit(&t, EventType::Deleted, o.clone(), Some(o));
-                    let _ = self.events.send(e);
+                    // commit() sends the event to watchers.
+                    state.commit(&t, EventType::Deleted, o.clone(), Some(o));
                 }
                 state.types.retain(|x| rk(x) != gone);
                 state.objects.remove(&gone);
@@ -1428,6 +1432,34 @@ mod tests {
             .into_iter()
             .find(|t| t.plural == plural && (t.group.is_empty() || t.group == "apps"))
             .unwrap()
+    }
+
+    #[test]
+    fn watchers_see_concurrent_writes_in_version_order() {
+        let store = Store::new(10_000);
+        let (_, mut feed) = store.watch_from(0).unwrap();
+        let configmaps = rt("configmaps");
+        std::thread::scope(|scope| {
+            for writer in 0..8 {
+                let (store, configmaps) = (&store, &configmaps);
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        let obj = json!({"metadata": {"name": format!("cm-{writer}-{i}")}});
+                        store
+                            .create(configmaps, "default", obj, &WriteOptions::default())
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let mut last = 0;
+        let mut created = 0;
+        while let Ok(event) = feed.try_recv() {
+            assert!(event.rv > last, "event {} after {last}: out of order", event.rv);
+            last = event.rv;
+            created += usize::from(event.resource == rk(&configmaps));
+        }
+        assert_eq!(created, 400, "every write reaches the watcher");
     }
 
     #[test]
