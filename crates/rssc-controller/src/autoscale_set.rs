@@ -11,7 +11,6 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
-        finalizer::{self, Event as Finalizer},
     },
 };
 use rssc_api::{
@@ -29,58 +28,28 @@ use crate::{
     conditions::{self, Status, Update},
     context::Context,
     problem::Problem,
+    reconcile::{Error, finalized, timed},
 };
 
 /// ID of the runner group every GitHub organization and enterprise has.
 const DEFAULT_RUNNER_GROUP_ID: i64 = 1;
 
-/// Error reconciling an AutoscaleSet (problems with its spec or GitHub go to its status).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
-    /// Deletion waits for runners to finish or for GitHub (an error keeps the finalizer).
-    #[error("deletion waits: {0}")]
-    Draining(String),
-}
-
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kubernetes",
-            Error::Finalizer(_) => "finalizer",
-            Error::Draining(_) => "draining",
-        }
-    }
-}
-
 /// Reconciles one AutoscaleSet.
 pub async fn reconcile(asss: Arc<AutoscaleSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = async {
-        let api: Api<AutoscaleSet> =
-            Api::namespaced(ctx.client.clone(), &asss.namespace().unwrap_or_default());
-        finalizer::finalizer(&api, finalizers::AUTOSCALE_SET, asss, |event| async {
-            match event {
-                Finalizer::Apply(asss) => apply(&asss, &ctx).await,
-                Finalizer::Cleanup(asss) => cleanup(&asss, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    }
-    .await;
-    ctx.metrics.reconciled(
+    let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &asss.namespace().unwrap_or_default());
+    let ctx = ctx.as_ref();
+    timed(
+        ctx,
         "AutoscaleSet",
-        started.elapsed(),
-        result.as_ref().err().map(Error::category),
-    );
-    result
+        finalized(
+            &api,
+            finalizers::AUTOSCALE_SET,
+            asss,
+            |o| async move { apply(&o, ctx).await },
+            |o| async move { cleanup(&o, ctx).await },
+        ),
+    )
+    .await
 }
 
 fn key(asss: &AutoscaleSet) -> String {
@@ -406,7 +375,7 @@ async fn cleanup(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
             &now,
         );
         write_status(asss, ctx, status).await?;
-        return Err(Error::Draining(format!("{left} runners left")));
+        return Err(Error::Waiting(format!("{left} runners left")));
     }
     if let Some(id) = asss.status.as_ref().and_then(|s| s.scale_set_id) {
         let removed = match ctx.github(asss).await {

@@ -22,7 +22,8 @@ use rssc_api::{
 use tracing::{debug, warn};
 
 use crate::{
-    autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, runner_set,
+    autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, reconcile::Error,
+    runner_set,
 };
 
 /// Controller settings with `concurrency` reconciles at once (kube-runtime's default is
@@ -74,23 +75,9 @@ pub async fn run_runner_sets(
             referencing(&store, reference.namespace_or(&own), &reference.name)
         })
         .graceful_shutdown_on(shutdown)
-        .run(runner_set::reconcile, rs_error_policy, ctx)
+        .run(runner_set::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
-}
-
-fn rs_error_policy(rs: Arc<RunnerSet>, err: &runner_set::Error, ctx: Arc<Context>) -> Action {
-    if let Some(runner_set::Error::Draining(why)) = own_error(err) {
-        debug!(%why, runnerset = %rs.name_any(), "RunnerSet deletion waits");
-        return Action::requeue(DRAIN_RECHECK);
-    }
-    let key = format!(
-        "RunnerSet/{}/{}",
-        rs.namespace().unwrap_or_default(),
-        rs.name_any()
-    );
-    warn!(error = %err, category = err.category(), "RunnerSet reconcile failed; retrying");
-    Action::requeue(ctx.backoff(&key))
 }
 
 /// Runs the EphemeralRunnerSet controller until `shutdown` completes.
@@ -102,7 +89,7 @@ pub async fn run_ephemeral_runner_sets(
         .with_config(config(ctx.settings.concurrency))
         .owns(ctx.api::<EphemeralRunner>(), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(ephemeral_runner_set::reconcile, ers_error_policy, ctx)
+        .run(ephemeral_runner_set::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
 }
@@ -116,7 +103,7 @@ pub async fn run_ephemeral_runners(
         .with_config(config(ctx.settings.runner_concurrency))
         .owns(ctx.api::<Pod>(), ours())
         .graceful_shutdown_on(shutdown)
-        .run(ephemeral_runner::reconcile, er_error_policy, ctx)
+        .run(ephemeral_runner::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
 }
@@ -133,34 +120,6 @@ async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Err
         // The error policy already logged why (at debug level for deletions that wait).
         Err(err) => debug!(error = %err, "reconcile did not finish"),
     }
-}
-
-fn ers_error_policy(
-    set: Arc<EphemeralRunnerSet>,
-    err: &ephemeral_runner_set::Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let key = format!(
-        "EphemeralRunnerSet/{}/{}",
-        set.namespace().unwrap_or_default(),
-        set.name_any()
-    );
-    warn!(error = %err, category = err.category(), "EphemeralRunnerSet reconcile failed; retrying");
-    Action::requeue(ctx.backoff(&key))
-}
-
-fn er_error_policy(runner: Arc<EphemeralRunner>, err: &ephemeral_runner::Error, ctx: Arc<Context>) -> Action {
-    if let Some(ephemeral_runner::Error::Deregistering(why)) = own_error(err) {
-        debug!(%why, runner = %runner.name_any(), "runner deletion waits");
-        return Action::requeue(DRAIN_RECHECK);
-    }
-    let key = format!(
-        "EphemeralRunner/{}/{}",
-        runner.namespace().unwrap_or_default(),
-        runner.name_any()
-    );
-    warn!(error = %err, category = err.category(), "EphemeralRunner reconcile failed; retrying");
-    Action::requeue(ctx.backoff(&key))
 }
 
 /// Runs the AutoscaleSet controller until `shutdown` completes.
@@ -226,47 +185,24 @@ async fn watch_referenced_secrets(
     }
 }
 
-fn error_policy(asss: Arc<AutoscaleSet>, err: &autoscale_set::Error, ctx: Arc<Context>) -> Action {
-    if let Some(autoscale_set::Error::Draining(why)) = own_error(err) {
-        debug!(%why, "AutoscaleSet deletion waits");
+/// What to do after a failed reconcile: a deletion that waits looks again shortly; anything
+/// else backs off per object.
+fn error_policy<K>(object: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    if let Error::Waiting(why) = err.own() {
+        debug!(%why, object = %key, "deletion waits");
         return Action::requeue(DRAIN_RECHECK);
     }
-    let key = format!(
-        "AutoscaleSet/{}/{}",
-        asss.namespace().unwrap_or_default(),
-        asss.name_any()
-    );
-    warn!(error = %err, category = err.category(), "AutoscaleSet reconcile failed; retrying");
+    warn!(error = %err, category = err.category(), object = %key, "reconcile failed; retrying");
     Action::requeue(ctx.backoff(&key))
-}
-
-/// Errors that may wrap a reconcile's own error in kube-runtime's finalizer error.
-trait WrapsFinalizer: std::error::Error + Sized + 'static {
-    fn finalizer(&self) -> Option<&kube::runtime::finalizer::Error<Self>>;
-}
-
-macro_rules! wraps_finalizer {
-    ($($module:ident),*) => {$(
-        impl WrapsFinalizer for $module::Error {
-            fn finalizer(&self) -> Option<&kube::runtime::finalizer::Error<Self>> {
-                match self {
-                    $module::Error::Finalizer(inner) => Some(inner),
-                    _ => None,
-                }
-            }
-        }
-    )*};
-}
-wraps_finalizer!(autoscale_set, runner_set, ephemeral_runner);
-
-/// The reconcile's own error, seen through kube-runtime's finalizer wrapper.
-fn own_error<E: WrapsFinalizer>(err: &E) -> Option<&E> {
-    use kube::runtime::finalizer::Error::{ApplyFailed, CleanupFailed};
-    match err.finalizer() {
-        Some(CleanupFailed(inner) | ApplyFailed(inner)) => Some(inner),
-        Some(_) => None,
-        None => Some(err),
-    }
 }
 
 /// How often a deletion that waits (for runners, or for GitHub) looks again.

@@ -15,7 +15,6 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
-        finalizer::{self, Event as Finalizer},
     },
 };
 use rssc_api::{
@@ -29,57 +28,28 @@ use tracing::{info, warn};
 use crate::{
     context::Context,
     problem::Problem,
+    reconcile::{Error, finalized, timed},
     runner_outcome::{Failure, Outcome, RunnerFacts, classify},
     runner_pod::{JitConfig, jit_secret, runner_pod},
 };
 
-/// Error reconciling an EphemeralRunner.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
-    /// Deletion waits: the runner cannot be deregistered yet (it has a job, or GitHub failed).
-    #[error("waiting to deregister the runner: {0}")]
-    Deregistering(String),
-}
-
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kubernetes",
-            Error::Finalizer(_) => "finalizer",
-            Error::Deregistering(_) => "deregistering",
-        }
-    }
-}
-
 /// Reconciles one EphemeralRunner.
 pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = async {
-        let api: Api<EphemeralRunner> =
-            Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-        finalizer::finalizer(&api, finalizers::RUNNER_REGISTRATION, runner, |event| async {
-            match event {
-                Finalizer::Apply(runner) => apply(&runner, &ctx).await,
-                Finalizer::Cleanup(runner) => cleanup(&runner, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    }
-    .await;
-    ctx.metrics.reconciled(
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let ctx = ctx.as_ref();
+    timed(
+        ctx,
         "EphemeralRunner",
-        started.elapsed(),
-        result.as_ref().err().map(Error::category),
-    );
-    result
+        finalized(
+            &api,
+            finalizers::RUNNER_REGISTRATION,
+            runner,
+            |o| async move { apply(&o, ctx).await },
+            |o| async move { cleanup(&o, ctx).await },
+        ),
+    )
+    .await
 }
 
 /// The GitHub client of the runner's AutoscaleSet.
@@ -396,15 +366,15 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
     }
     let client = github(runner, ctx)
         .await
-        .map_err(|problem| Error::Deregistering(problem.message))?;
+        .map_err(|problem| Error::Waiting(problem.message))?;
     match client.remove_runner(runner_id).await {
         Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {
             Ok(Action::await_change())
         }
         Err(GitHubError::JobStillRunning { .. }) => {
             info!(runner = %runner.name_any(), "the runner still has a job; waiting for it to finish");
-            Err(Error::Deregistering("the runner still has a job".into()))
+            Err(Error::Waiting("the runner still has a job".into()))
         }
-        Err(e) => Err(Error::Deregistering(e.to_string())),
+        Err(e) => Err(Error::Waiting(e.to_string())),
     }
 }

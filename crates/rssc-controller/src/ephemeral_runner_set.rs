@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::{
     context::Context,
     metrics::ScaleSetLabels,
+    reconcile::{Error, timed},
     scale::{Counts, Decision, RunnerState, RunnerView, plan},
 };
 
@@ -34,21 +35,6 @@ const UNSATISFIED_RECHECK: std::time::Duration = std::time::Duration::from_secs(
 
 /// At most this many EphemeralRunners are created at once.
 const CREATE_CONCURRENCY: usize = 16;
-
-/// Error reconciling an EphemeralRunnerSet.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
-        "kubernetes"
-    }
-}
 
 /// How the plan sees one EphemeralRunner.
 pub fn view(runner: &EphemeralRunner) -> RunnerView {
@@ -80,14 +66,7 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
 
 /// Reconciles one EphemeralRunnerSet.
 pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_set(&set, &ctx).await;
-    ctx.metrics.reconciled(
-        "EphemeralRunnerSet",
-        started.elapsed(),
-        result.as_ref().err().map(Error::category),
-    );
-    result
+    timed(&ctx, "EphemeralRunnerSet", reconcile_set(&set, &ctx)).await
 }
 
 async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {

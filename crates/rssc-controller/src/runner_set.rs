@@ -17,10 +17,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        finalizer::{self, Event as Finalizer},
-    },
+    runtime::controller::Action,
 };
 use rssc_api::{
     consts::{conditions as types, field_managers, finalizers, labels, reasons},
@@ -40,56 +37,27 @@ use crate::{
     context::Context,
     listener,
     problem::Problem,
+    reconcile::{Error, finalized, timed},
     runner_support,
     runner_template::{TemplateSource, resolve},
 };
 
-/// Error reconciling a RunnerSet (problems with its references go to its status).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
-    /// Deletion waits for runners to finish (an error keeps the finalizer).
-    #[error("deletion waits: {0}")]
-    Draining(String),
-}
-
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kubernetes",
-            Error::Finalizer(_) => "finalizer",
-            Error::Draining(_) => "draining",
-        }
-    }
-}
-
 /// Reconciles one RunnerSet.
 pub async fn reconcile(rs: Arc<RunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = async {
-        let api: Api<RunnerSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
-        finalizer::finalizer(&api, finalizers::RUNNER_SET, rs, |event| async {
-            match event {
-                Finalizer::Apply(rs) => apply(&rs, &ctx).await,
-                Finalizer::Cleanup(rs) => cleanup(&rs, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    }
-    .await;
-    ctx.metrics.reconciled(
+    let api: Api<RunnerSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+    let ctx = ctx.as_ref();
+    timed(
+        ctx,
         "RunnerSet",
-        started.elapsed(),
-        result.as_ref().err().map(Error::category),
-    );
-    result
+        finalized(
+            &api,
+            finalizers::RUNNER_SET,
+            rs,
+            |o| async move { apply(&o, ctx).await },
+            |o| async move { cleanup(&o, ctx).await },
+        ),
+    )
+    .await
 }
 
 fn key(rs: &RunnerSet) -> String {
@@ -523,7 +491,7 @@ async fn cleanup(rs: &RunnerSet, ctx: &Context) -> Result<Action, Error> {
         .items
         .len();
     if left > 0 {
-        return Err(Error::Draining(format!("{left} runners left")));
+        return Err(Error::Waiting(format!("{left} runners left")));
     }
     ctx.reset_backoff(&key(rs));
     Ok(Action::await_change())

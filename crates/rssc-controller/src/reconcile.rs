@@ -1,0 +1,90 @@
+//! What the reconcilers share: their error type, running a reconcile under a finalizer, and
+//! recording its metrics.
+
+use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
+
+use kube::{
+    Api, Resource,
+    runtime::{
+        controller::Action,
+        finalizer::{self, Event},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::context::Context;
+
+/// Error of a reconcile (problems with an object's spec or with GitHub go to its status).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer, or the reconcile under it, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// A deletion waits (for runners to finish, for GitHub); an error keeps the finalizer.
+    #[error("waiting: {0}")]
+    Waiting(String),
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self.own() {
+            Error::Kube(_) => "kubernetes",
+            Error::Finalizer(_) => "finalizer",
+            Error::Waiting(_) => "waiting",
+        }
+    }
+
+    /// The reconcile's own error, seen through kube-runtime's finalizer wrapper.
+    pub fn own(&self) -> &Error {
+        match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.own(),
+                _ => self,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Runs `apply` or, once the object is being deleted, `cleanup` under the finalizer `name`.
+pub async fn finalized<K, FA, FC>(
+    api: &Api<K>,
+    name: &str,
+    object: Arc<K>,
+    apply: impl FnOnce(Arc<K>) -> FA,
+    cleanup: impl FnOnce(Arc<K>) -> FC,
+) -> Result<Action, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    FA: Future<Output = Result<Action, Error>>,
+    FC: Future<Output = Result<Action, Error>>,
+{
+    finalizer::finalizer(api, name, object, |event| async move {
+        match event {
+            Event::Apply(object) => apply(object).await,
+            Event::Cleanup(object) => cleanup(object).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Runs one reconcile of `kind` and records its count, duration and error category.
+pub async fn timed(
+    ctx: &Context,
+    kind: &'static str,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    ctx.metrics.reconciled(
+        kind,
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
