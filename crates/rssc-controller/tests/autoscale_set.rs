@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use kube::api::{DeleteParams, PostParams};
 use rssc_api::v1alpha1::{AutoscaleSet, AutoscaleSetPhase};
-use rssc_controller::{context::Context, controllers};
-use support::{PAT, Target, eventually, github};
-use tokio::sync::oneshot;
+use rssc_controller::context::Context;
+use support::{Controllers, PAT, Reconciler, Target, eventually, github};
 
 fn autoscale_set(name: &str, url: &str, secret: &str) -> AutoscaleSet {
     serde_json::from_value(serde_json::json!({
@@ -52,10 +51,7 @@ async fn registers_heals_and_removes_the_scale_set() {
     let url = fake.config_url("octo-org");
 
     let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let controller = tokio::spawn(controllers::run_autoscale_sets(ctx, async move {
-        let _ = stopped.await;
-    }));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets]);
 
     // Credentials missing: a clear condition, no crash.
     t.api::<AutoscaleSet>()
@@ -121,8 +117,7 @@ async fn registers_heals_and_removes_the_scale_set() {
         "the scale set was removed from GitHub"
     );
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(support::WAIT, controller).await;
+    controllers.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,10 +130,7 @@ async fn wrong_credentials_and_unknown_runner_groups_are_reported() {
     t.secret("github-token", &[("token", PAT)]).await;
     let url = fake.config_url("octo-org");
     let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let controller = tokio::spawn(controllers::run_autoscale_sets(ctx, async move {
-        let _ = stopped.await;
-    }));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets]);
 
     t.api::<AutoscaleSet>()
         .create(
@@ -183,6 +175,5 @@ async fn wrong_credentials_and_unknown_runner_groups_are_reported() {
             .is_empty()
     })
     .await;
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(support::WAIT, controller).await;
+    controllers.stop().await;
 }

@@ -11,17 +11,9 @@ use kube::{
     ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
-use rssc_api::v1alpha1::{
-    AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSetSpec,
-    NamespacedRef, RunnerConfig, RunnerSetSpec,
-};
-use rssc_controller::{
-    context::Context,
-    controllers,
-    runner_template::{RunnerDefaults, TemplateSource, resolve},
-};
-use support::{PAT, Target, eventually, github};
-use tokio::sync::watch;
+use rssc_api::v1alpha1::{EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet};
+use rssc_controller::context::Context;
+use support::{Controllers, Reconciler, Target, eventually, github};
 
 async fn pod_exits(t: &Target, pod: &str, code: i32, reason: &str) {
     let status = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
@@ -56,89 +48,18 @@ async fn pod_uid(t: &Target, name: &str) -> Option<String> {
 async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     let t = Target::new("failures").await;
     let (fake, ca) = github().await;
-    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
-    t.secret("github-token", &[("token", PAT)]).await;
-    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
-        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
-        "metadata": {"name": "linux"},
-        "spec": {
-            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
-            "runnerImage": "ghcr.io/actions/actions-runner:latest",
-            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
-            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
-        }
-    }))
-    .unwrap();
-    t.api::<AutoscaleSet>()
-        .create(&PostParams::default(), &asss)
-        .await
-        .unwrap();
-    let settings = support::settings();
-    let ctx = Arc::new(Context::new(t.client.clone(), settings));
-    let (stop, stopped) = watch::channel(false);
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let tasks = [
-        tokio::spawn(controllers::run_autoscale_sets(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_ephemeral_runner_sets(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_ephemeral_runners(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-    ];
-    eventually("the scale set is registered", || async {
-        t.api::<AutoscaleSet>()
-            .get("linux")
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.scale_set_id)
-            .is_some()
-    })
-    .await;
-    let asss = t.api::<AutoscaleSet>().get("linux").await.unwrap();
-    let rs = RunnerSetSpec {
-        autoscale_set_ref: NamespacedRef {
-            name: "linux".into(),
-            namespace: None,
-        },
-        runner_group: None,
-        runner_template: None,
-        listener_template: None,
-    };
-    let source = TemplateSource {
-        autoscale_set_name: "linux",
-        autoscale_set: &asss.spec,
-        runner_set_name: "ci",
-        runner_set: &rs,
-    };
-    let set = EphemeralRunnerSet::new(
-        "ci",
-        EphemeralRunnerSetSpec {
-            replicas: 1,
-            patch_sequence: 1,
-            runner_template: resolve(source, &RunnerDefaults::default()).unwrap().template,
-            runner_config: RunnerConfig {
-                autoscale_set_ref: NamespacedRef {
-                    name: "linux".into(),
-                    namespace: Some(t.namespace.clone()),
-                },
-                github_config_url: asss.spec.github_config_url.clone(),
-                scale_set_id: asss.status.as_ref().unwrap().scale_set_id.unwrap(),
-                scale_set_name: "linux".into(),
-                work_folder: None,
-            },
-        },
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
     );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
     t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &set)
+        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
         .await
         .unwrap();
     eventually("a runner with a Pod", || async {
@@ -200,8 +121,5 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
         "the deprecated runner failed (and is then removed)"
     );
 
-    stop.send_replace(true);
-    for task in tasks {
-        let _ = tokio::time::timeout(support::WAIT, task).await;
-    }
+    controllers.stop().await;
 }

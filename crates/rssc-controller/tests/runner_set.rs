@@ -18,9 +18,8 @@ use rssc_api::{
     listener_config::{CONFIG_KEY, ListenerConfig},
     v1alpha1::{AutoscaleSet, EphemeralRunnerSet, RunnerSet},
 };
-use rssc_controller::{context::Context, controllers};
-use support::{PAT, Target, eventually, github};
-use tokio::sync::watch;
+use rssc_controller::context::Context;
+use support::{Controllers, PAT, Reconciler, Target, eventually, github};
 
 fn runner_set(name: &str) -> RunnerSet {
     serde_json::from_value(serde_json::json!({
@@ -82,25 +81,15 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
         .await;
 
     let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let (stop, stopped) = watch::channel(false);
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let tasks = [
-        tokio::spawn(controllers::run_autoscale_sets(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_runner_sets(ctx.clone(), until(stopped.clone()))),
-        tokio::spawn(controllers::run_ephemeral_runner_sets(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_ephemeral_runners(
-            ctx.clone(),
-            until(stopped.clone()),
-        )),
-    ];
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::RunnerSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
 
     // The RunnerSet first: it waits for its AutoscaleSet and says so.
     t.api::<RunnerSet>()
@@ -282,8 +271,5 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
         "the scale set was removed from GitHub"
     );
 
-    stop.send_replace(true);
-    for task in tasks {
-        let _ = tokio::time::timeout(support::WAIT, task).await;
-    }
+    controllers.stop().await;
 }

@@ -14,19 +14,11 @@ use kube::{
 };
 use rssc_api::{
     consts::labels,
-    v1alpha1::{
-        AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, NamespacedRef,
-        RunnerConfig, RunnerSetSpec,
-    },
+    v1alpha1::{EphemeralRunner, EphemeralRunnerSet},
 };
-use rssc_controller::{
-    context::{Context, Settings},
-    controllers,
-    runner_template::{RunnerDefaults, TemplateSource, resolve},
-};
+use rssc_controller::context::{Context, Settings};
 use rssc_sim_github::JobSpec;
-use support::{PAT, Target, eventually, github, github_options};
-use tokio::sync::watch;
+use support::{Controllers, PAT, Reconciler, Target, eventually, github, github_options};
 
 async fn runners(t: &Target) -> Vec<EphemeralRunner> {
     t.api::<EphemeralRunner>()
@@ -66,98 +58,23 @@ async fn exit(t: &Target, pod: &str, code: i32) {
 async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
     let t = Target::new("runners").await;
     let (fake, ca) = github().await;
-    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
-    t.secret("github-token", &[("token", PAT)]).await;
-    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
-        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
-        "metadata": {"name": "linux"},
-        "spec": {
-            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
-            "runnerImage": "ghcr.io/actions/actions-runner:latest",
-            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
-            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
-        }
-    }))
-    .unwrap();
-    t.api::<AutoscaleSet>()
-        .create(&PostParams::default(), &asss)
-        .await
-        .unwrap();
-
     let settings = Settings {
         pending_grace: Duration::ZERO,
         ..support::settings()
     };
     let ctx = Arc::new(Context::new(t.client.clone(), settings));
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let tasks = [
-        tokio::spawn(controllers::run_autoscale_sets(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_ephemeral_runner_sets(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-        tokio::spawn(controllers::run_ephemeral_runners(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-    ];
-
-    eventually("the scale set is registered", || async {
-        t.api::<AutoscaleSet>()
-            .get("linux")
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.scale_set_id)
-            .is_some()
-    })
-    .await;
-    let asss = t.api::<AutoscaleSet>().get("linux").await.unwrap();
-    let scale_set_id = asss.status.as_ref().unwrap().scale_set_id.unwrap();
-
-    // What the RunnerSet controller will write: the resolved template and registration settings.
-    let rs = RunnerSetSpec {
-        autoscale_set_ref: NamespacedRef {
-            name: "linux".into(),
-            namespace: None,
-        },
-        runner_group: None,
-        runner_template: None,
-        listener_template: None,
-    };
-    let source = TemplateSource {
-        autoscale_set_name: "linux",
-        autoscale_set: &asss.spec,
-        runner_set_name: "ci",
-        runner_set: &rs,
-    };
-    let template = resolve(source, &RunnerDefaults::default()).unwrap().template;
-    let set = EphemeralRunnerSet::new(
-        "ci",
-        EphemeralRunnerSetSpec {
-            replicas: 0,
-            patch_sequence: 0,
-            runner_template: template,
-            runner_config: RunnerConfig {
-                autoscale_set_ref: NamespacedRef {
-                    name: "linux".into(),
-                    namespace: Some(t.namespace.clone()),
-                },
-                github_config_url: asss.spec.github_config_url.clone(),
-                scale_set_id,
-                scale_set_name: "linux".into(),
-                work_folder: None,
-            },
-        },
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
     );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let scale_set_id = asss.status.as_ref().unwrap().scale_set_id.unwrap();
     t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &set)
+        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 0))
         .await
         .unwrap();
 
@@ -316,8 +233,5 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         "no registration left on GitHub"
     );
 
-    stop.send_replace(true);
-    for task in tasks {
-        let _ = tokio::time::timeout(support::WAIT, task).await;
-    }
+    controllers.stop().await;
 }

@@ -10,9 +10,18 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use rssc_api::v1alpha1::{
+    AutoscaleSet, EphemeralRunnerSet, EphemeralRunnerSetSpec, NamespacedRef, RunnerConfig, RunnerSetSpec,
+};
+use rssc_controller::{
+    context::Context,
+    controllers,
+    runner_template::{RunnerDefaults, TemplateSource, resolve},
+};
 use rssc_github::{ClientOptions, backoff::RetryPolicy};
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
 use rssc_test_support::Cluster;
+use tokio::{sync::watch, task::JoinHandle};
 
 /// How long any condition may take.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -148,4 +157,132 @@ pub fn github_options() -> ClientOptions {
         },
         ..ClientOptions::default()
     }
+}
+
+/// One of the controllers a test runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reconciler {
+    AutoscaleSets,
+    RunnerSets,
+    EphemeralRunnerSets,
+    EphemeralRunners,
+}
+
+/// Controllers running inside the test until [`Controllers::stop`].
+pub struct Controllers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controllers {
+    /// Starts `which` controllers sharing `ctx`.
+    pub fn start(ctx: &Arc<Context>, which: &[Reconciler]) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let until = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let tasks = which
+            .iter()
+            .map(|r| {
+                let ctx = ctx.clone();
+                match r {
+                    Reconciler::AutoscaleSets => tokio::spawn(controllers::run_autoscale_sets(ctx, until())),
+                    Reconciler::RunnerSets => tokio::spawn(controllers::run_runner_sets(ctx, until())),
+                    Reconciler::EphemeralRunnerSets => {
+                        tokio::spawn(controllers::run_ephemeral_runner_sets(ctx, until()))
+                    }
+                    Reconciler::EphemeralRunners => {
+                        tokio::spawn(controllers::run_ephemeral_runners(ctx, until()))
+                    }
+                }
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Asks every controller to shut down and waits (bounded) for each.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+}
+
+/// An AutoscaleSet `linux` on the fake GitHub's `octo-org`, using the `github-token` Secret and
+/// trusting the `github-ca` ConfigMap.
+pub fn linux_autoscale_set(fake: &FakeGitHub) -> AutoscaleSet {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": "linux"},
+        "spec": {
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
+            "runnerImage": "ghcr.io/actions/actions-runner:latest",
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }))
+    .unwrap()
+}
+
+/// Creates [`linux_autoscale_set`] with its Secret and CA, and waits until it is registered.
+pub async fn registered_autoscale_set(t: &Target, fake: &FakeGitHub, ca: &str) -> AutoscaleSet {
+    t.config_map("github-ca", &[("ca.pem", ca)]).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    t.api::<AutoscaleSet>()
+        .create(&PostParams::default(), &linux_autoscale_set(fake))
+        .await
+        .unwrap();
+    eventually("the scale set is registered", || async {
+        t.api::<AutoscaleSet>()
+            .get("linux")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.scale_set_id)
+            .is_some()
+    })
+    .await;
+    t.api::<AutoscaleSet>().get("linux").await.unwrap()
+}
+
+/// The EphemeralRunnerSet `ci` the RunnerSet controller would write for a registered `asss`:
+/// its resolved runner template and registration settings, with `replicas` decided.
+pub fn runner_set_for(t: &Target, asss: &AutoscaleSet, replicas: i32) -> EphemeralRunnerSet {
+    let rs = RunnerSetSpec {
+        autoscale_set_ref: NamespacedRef {
+            name: "linux".into(),
+            namespace: None,
+        },
+        runner_group: None,
+        runner_template: None,
+        listener_template: None,
+    };
+    let source = TemplateSource {
+        autoscale_set_name: "linux",
+        autoscale_set: &asss.spec,
+        runner_set_name: "ci",
+        runner_set: &rs,
+    };
+    EphemeralRunnerSet::new(
+        "ci",
+        EphemeralRunnerSetSpec {
+            replicas,
+            patch_sequence: i64::from(replicas > 0),
+            runner_template: resolve(source, &RunnerDefaults::default()).unwrap().template,
+            runner_config: RunnerConfig {
+                autoscale_set_ref: NamespacedRef {
+                    name: "linux".into(),
+                    namespace: Some(t.namespace.clone()),
+                },
+                github_config_url: asss.spec.github_config_url.clone(),
+                scale_set_id: asss.status.as_ref().unwrap().scale_set_id.unwrap(),
+                scale_set_name: "linux".into(),
+                work_folder: None,
+            },
+        },
+    )
 }
