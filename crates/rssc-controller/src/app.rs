@@ -5,12 +5,13 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use clap::Parser;
 use futures::future::join_all;
-use kube::{Api, Client, api::ListParams};
+use kube::{Api, api::ListParams};
 use rssc_api::v1alpha1::AutoscaleSet;
 use rssc_runtime::{
     admin::{AdminState, serve},
     args::{AdminArgs, LogArgs},
     health::Health,
+    kube_client::KubeArgs,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
@@ -72,6 +73,9 @@ pub struct Args {
     /// Admin server.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Kubernetes client rate limit.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Why the controller could not start.
@@ -93,7 +97,7 @@ pub enum StartError {
 
 /// Runs until `shutdown` completes.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    let client = Client::try_default().await?;
+    let client = rssc_runtime::kube_client::client(&args.kube).await?;
     let health = Health::default();
     let admin = TcpListener::bind(args.admin.admin_addr)
         .await
@@ -248,5 +252,18 @@ async fn wait_for_crds(ctx: &Context, health: &Health, mut stop: watch::Receiver
             _ = stop.wait_for(|s| *s) => return false,
             () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_client_limits_default_for_a_large_burst_and_can_be_lifted() {
+        let defaults = Args::try_parse_from(["rssc-controller"]).unwrap();
+        assert_eq!((defaults.kube.kube_qps, defaults.kube.kube_burst), (500, 1000));
+        let unlimited = Args::try_parse_from(["rssc-controller", "--kube-qps", "0"]).unwrap();
+        assert!(unlimited.kube.quota().is_none());
     }
 }
