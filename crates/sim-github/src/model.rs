@@ -1129,6 +1129,25 @@ impl State {
         }))
     }
 
+    /// The runner process died while running its job (crash, OOM kill, eviction, deletion):
+    /// the service ends the job as `failed` (it is not run again) and the registration stays,
+    /// offline and without a job, until it is removed. Returns the job, if the runner had one.
+    pub fn runner_lost(&mut self, runner_id: i64) -> Result<Option<i64>, ApiError> {
+        let r = self
+            .runners
+            .get_mut(&runner_id)
+            .ok_or_else(|| ApiError::not_found("runner not found"))?;
+        let Some(id) = r.job.take() else {
+            return Ok(None);
+        };
+        let j = self.jobs.get_mut(&id).expect("exists");
+        j.state = JobState::Completed;
+        j.result = Some("failed".into());
+        j.finish_time = Some(SystemTime::now());
+        self.emit(id, "JobCompleted");
+        Ok(Some(id))
+    }
+
     /// The runner finishes its job with `result`; the ephemeral runner then deregisters.
     pub fn runner_finish(&mut self, runner_id: i64, result: &str) -> Result<i64, ApiError> {
         let r = self
@@ -1229,6 +1248,26 @@ mod tests {
         let k = kinds(&mut s, ss);
         assert_eq!(k.iter().filter(|k| *k == "JobAvailable").count(), 4);
         assert_eq!(k.iter().filter(|k| *k == "JobCompleted").count(), 4);
+    }
+
+    #[test]
+    fn a_runner_lost_mid_job_fails_the_job_and_stays_registered_idle() {
+        let mut s = state();
+        let ss = make_set(&mut s, "set", &[]);
+        let job = s.queue_job(JobSpec::for_labels(["set"]));
+        s.acquire(ss, &[job]);
+        let jit = s.generate_jit(ss, "r1").unwrap();
+        let runner = s.runner_start(&jit.encoded_jit_config).unwrap().runner_id;
+        s.runner_take_job(runner).unwrap().unwrap();
+        assert_eq!(s.runner_lost(runner).unwrap(), Some(job));
+        let j = &s.jobs[&job];
+        assert_eq!(
+            (j.state, j.result.as_deref(), j.run_count),
+            (JobState::Completed, Some("failed"), 1)
+        );
+        assert!(s.runners[&runner].job.is_none());
+        s.remove_runner(runner).unwrap();
+        assert_eq!(s.runner_lost(runner).unwrap_err().status, 404);
     }
 
     #[test]

@@ -205,6 +205,11 @@ impl FakeGitHub {
         self.with_state(|s| s.runner_finish(runner_id, result))
     }
 
+    /// Node simulator: the runner process died while running its job; the job fails.
+    pub fn runner_lost(&self, runner_id: i64) -> Result<Option<i64>, ApiError> {
+        self.with_state(|s| s.runner_lost(runner_id))
+    }
+
     /// Current statistics of a scale set.
     pub fn statistics(&self, scale_set_id: i64) -> StatisticsJson {
         self.shared.lock().statistics(scale_set_id)

@@ -777,6 +777,12 @@ impl Worker {
                 Ok(Some(job)) => {
                     self.runner_record(|r| r.job_id = Some(job.runner_request_id));
                     if let Some(s) = self.wait(job.duration).await {
+                        // The runner dies with its job: the service fails the job.
+                        if let Err(e) = github.runner_lost(started.runner_id) {
+                            self.runner_record(|r| {
+                                r.error = Some(format!("losing the job failed: {}", e.message))
+                            });
+                        }
                         return self.signal_exit(s);
                     }
                     return match github.runner_finish(started.runner_id, "succeeded") {
