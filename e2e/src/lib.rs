@@ -38,8 +38,17 @@ pub struct Harness {
     /// Where the processes write their logs.
     pub logs: PathBuf,
     controller: Option<Child>,
+    controller_launch: ControllerLaunch,
     cluster: Cluster,
     real_cluster: bool,
+}
+
+/// How the controller process is started (kept so a test can restart it after killing it).
+#[derive(Debug, Clone)]
+struct ControllerLaunch {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// Builds the binaries under test (a no-op when they are current) and returns their directory.
@@ -64,6 +73,12 @@ pub fn build_binaries() -> PathBuf {
 impl Harness {
     /// Starts everything for the scenario `name`.
     pub async fn start(name: &str) -> Self {
+        Self::start_with_controller_env(name, &[]).await
+    }
+
+    /// Starts everything for the scenario `name`, with extra environment variables (flags) for
+    /// the controller, e.g. `RSSC_PENDING_TIMEOUT_SECONDS`.
+    pub async fn start_with_controller_env(name: &str, controller_env: &[(&str, &str)]) -> Self {
         let bin = build_binaries();
         let cluster = Cluster::connect(&format!("e2e-{name}")).await;
         let (client, kubeconfig, namespace, real_cluster) = (
@@ -96,6 +111,33 @@ impl Harness {
         );
         github.add_pat(PAT);
 
+        // The controller, as a process (started below, once the nodes are up).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut env: Vec<(String, String)> = [
+            ("POD_NAME", "controller-0".to_owned()),
+            ("POD_NAMESPACE", namespace.clone()),
+            ("RSSC_WATCH_NAMESPACE", namespace.clone()),
+            ("RSSC_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+            ("RSSC_LOG_FORMAT", "json".to_owned()),
+            ("RSSC_PENDING_GRACE_SECONDS", "5".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in controller_env {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let controller_launch = ControllerLaunch {
+            binary: bin.join("rssc-controller"),
+            kubeconfig: kubeconfig.clone(),
+            env,
+        };
+
         let harness = Self {
             client,
             namespace: namespace.clone(),
@@ -103,6 +145,7 @@ impl Harness {
             nodes: None,
             logs: logs.clone(),
             controller: None,
+            controller_launch,
             cluster,
             real_cluster,
         };
@@ -139,31 +182,52 @@ impl Harness {
             .await
             .expect("the node simulator starts");
 
-        // The controller, as a process.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(logs.join("controller.log")).unwrap();
-        let controller = tokio::process::Command::new(bin.join("rssc-controller"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "controller-0")
-            .env("POD_NAMESPACE", &namespace)
-            .env("RSSC_WATCH_NAMESPACE", &namespace)
-            .env("RSSC_ADMIN_ADDR", format!("127.0.0.1:{port}"))
-            .env("RSSC_LOG_FORMAT", "json")
-            .env("RSSC_PENDING_GRACE_SECONDS", "5")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the rssc-controller binary starts");
+        let controller = harness.spawn_controller();
         Self {
             nodes: Some(nodes),
             controller: Some(controller),
             ..harness
         }
+    }
+
+    fn spawn_controller(&self) -> Child {
+        let launch = &self.controller_launch;
+        // Appended, so a restarted controller's log follows the killed one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join("controller.log"))
+            .unwrap();
+        tokio::process::Command::new(&launch.binary)
+            .env("KUBECONFIG", &launch.kubeconfig)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the rssc-controller binary starts")
+    }
+
+    /// Kills the controller with SIGKILL (as a crash or a node loss would) and waits for it to
+    /// be gone.
+    pub async fn kill_controller(&mut self) {
+        let mut controller = self.controller.take().expect("the controller runs");
+        controller.start_kill().expect("SIGKILL reaches the controller");
+        timeout(WAIT, controller.wait())
+            .await
+            .expect("the killed controller exits")
+            .unwrap();
+    }
+
+    /// Starts the controller again after [`Harness::kill_controller`].
+    pub fn restart_controller(&mut self) {
+        assert!(self.controller.is_none(), "the controller is already running");
+        self.controller = Some(self.spawn_controller());
+    }
+
+    /// The Kubernetes API test server's fault switches and request log; `None` on a real cluster.
+    pub fn kube_faults(&self) -> Option<&std::sync::Arc<rssc_test_support::Faults>> {
+        self.cluster.test_server().map(|s| s.faults())
     }
 
     /// An API for `K` in the scenario's namespace.

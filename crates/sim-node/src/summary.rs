@@ -55,6 +55,9 @@ pub struct PodRecord {
     pub runner: Option<RunnerRecord>,
     /// Process log file, for listener pods.
     pub log_file: Option<PathBuf>,
+    /// Process id of the running listener process (`None` while it is not running), so a test
+    /// can kill it the way a crash would.
+    pub pid: Option<u32>,
 }
 
 impl PodRecord {
@@ -73,6 +76,7 @@ impl PodRecord {
             deleted: false,
             runner: (kind == PodKind::Runner).then(RunnerRecord::default),
             log_file: None,
+            pid: None,
         }
     }
 }

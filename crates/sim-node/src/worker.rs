@@ -933,12 +933,29 @@ impl Worker {
                 };
             }
         };
+        let pid = child.id();
+        self.shared.pod(&self.key, &self.uid, |r| r.pid = pid);
+        let exit = self
+            .supervise_listener(&container, settings, port, &mut child)
+            .await;
+        self.shared.pod(&self.key, &self.uid, |r| r.pid = None);
+        exit
+    }
+
+    /// Probes the listener process and handles pod events until its container exits.
+    async fn supervise_listener(
+        &mut self,
+        container: &Container,
+        settings: &ListenerSettings,
+        port: u16,
+        child: &mut tokio::process::Child,
+    ) -> Exit {
         // Readiness is probed at most `max_probe_period` apart (it only moves the Ready
         // condition); liveness keeps the pod's own timing, since it kills the process.
         let mut readiness = container
             .readiness_probe
             .as_ref()
-            .and_then(|p| process::HttpProbe::new(&container, p, false))
+            .and_then(|p| process::HttpProbe::new(container, p, false))
             .map(|mut p| {
                 p.period = p.period.min(settings.max_probe_period);
                 p.initial_delay = p.initial_delay.min(settings.max_probe_period);
@@ -947,7 +964,7 @@ impl Worker {
         let mut liveness = container
             .liveness_probe
             .as_ref()
-            .and_then(|p| process::HttpProbe::new(&container, p, true));
+            .and_then(|p| process::HttpProbe::new(container, p, true));
         let started = tokio::time::Instant::now();
         let first =
             |p: &Option<process::HttpProbe>| p.as_ref().map_or(started, |p| started + p.initial_delay);
@@ -956,7 +973,7 @@ impl Worker {
         self.set_main(RunState::Running { started: Utc::now() }, readiness.is_none());
         self.write().await;
         if let Some(e) = self.injected() {
-            process::kill(&mut child).await;
+            process::kill(child).await;
             return e;
         }
         loop {
@@ -983,7 +1000,7 @@ impl Worker {
                     let ok = process::probe(port, &p.path, p.timeout).await;
                     if p.observe(ok) && !p.passing {
                         let path = p.path.clone();
-                        let code = process::terminate(&mut child, self.grace()).await;
+                        let code = process::terminate(child, self.grace()).await;
                         return Exit::Code {
                             code,
                             reason: "Error".into(),
@@ -995,23 +1012,23 @@ impl Worker {
                     let Some(s) = self.interpret(ev) else { continue };
                     return match s {
                         Signal::Oom => {
-                            process::kill(&mut child).await;
+                            process::kill(child).await;
                             Exit::oom()
                         }
                         Signal::Evict => {
-                            let code = process::kill(&mut child).await;
+                            let code = process::kill(child).await;
                             Exit::Signal(s, Some(code))
                         }
                         Signal::Delete(grace) => {
-                            let code = process::terminate(&mut child, grace).await;
+                            let code = process::terminate(child, grace).await;
                             Exit::Signal(s, Some(code))
                         }
                         Signal::Gone => {
-                            let code = process::terminate(&mut child, self.grace()).await;
+                            let code = process::terminate(child, self.grace()).await;
                             Exit::Signal(s, Some(code))
                         }
                         Signal::Stop => {
-                            let code = process::terminate(&mut child, self.grace().min(Duration::from_secs(10))).await;
+                            let code = process::terminate(child, self.grace().min(Duration::from_secs(10))).await;
                             Exit::Signal(s, Some(code))
                         }
                     };

@@ -13,6 +13,8 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use rssc_sim_kube::KubeServer;
+/// The test server's fault switches, so tests inject faults without depending on it directly.
+pub use rssc_sim_kube::{FaultConfig, Faults, RequestRecord};
 use tokio::time::timeout;
 
 /// The environment variable naming a real cluster's kubeconfig.
@@ -76,6 +78,12 @@ impl Cluster {
     /// Whether this is a real cluster rather than the test server.
     pub fn is_real(&self) -> bool {
         self.server.is_none()
+    }
+
+    /// The Kubernetes API test server, for its fault switches and request log; `None` on a
+    /// real cluster.
+    pub fn test_server(&self) -> Option<&KubeServer> {
+        self.server.as_ref()
     }
 
     /// An API for `K` in the test's namespace.
