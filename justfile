@@ -14,9 +14,15 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Regenerate the committed generated files (deploy/crds/).
+# Regenerate the committed generated files (deploy/crds/, then what the charts render from them:
+# the chart's CRD copy, deploy/install.yaml and the kustomize base).
 generate:
     cargo run --quiet -p rssc-api --bin crdgen
+    bash scripts/render-manifests
+
+# Lint and render both Helm charts across their ci/ values files (the chart tests do more).
+charts:
+    cargo test --locked -p rssc-chart-tests
 
 # Fail if a committed generated file is stale.
 check-generated:
