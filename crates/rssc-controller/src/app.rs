@@ -186,7 +186,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
                 _ = lost.wait_for(|l| *l) => {}
             }
         };
-        info!(watch_namespace = ?args.watch_namespace, "controllers starting");
+        info!(
+            watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
+            "controllers starting"
+        );
         let controllers = join_all([
             tokio::spawn(controllers::run_autoscale_sets(
                 ctx.clone(),

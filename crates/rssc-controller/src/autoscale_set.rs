@@ -38,9 +38,13 @@ const DEFAULT_RUNNER_GROUP_ID: i64 = 1;
 pub async fn reconcile(asss: Arc<AutoscaleSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &asss.namespace().unwrap_or_default());
     let ctx = ctx.as_ref();
+    let object = asss.clone();
+    let scale_set = &object.name_any();
     timed(
         ctx,
         "AutoscaleSet",
+        object.as_ref(),
+        scale_set,
         finalized(
             &api,
             finalizers::AUTOSCALE_SET,
@@ -156,7 +160,7 @@ async fn report(
         generation,
         now,
     );
-    warn!(autoscaleset = %asss.name_any(), namespace = ?asss.namespace(), reason = problem.reason, message = %problem.message, "AutoscaleSet not ready");
+    warn!(reason = problem.reason, detail = %problem.message, "AutoscaleSet not ready");
     if was.as_deref() != Some(problem.reason) {
         event(asss, ctx, EventType::Warning, problem.reason, &problem.message).await;
     }

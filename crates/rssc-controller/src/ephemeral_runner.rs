@@ -38,9 +38,13 @@ pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Resul
     let api: Api<EphemeralRunner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let ctx = ctx.as_ref();
+    let object = runner.clone();
+    let scale_set = &object.spec.runner_config.autoscale_set_ref.name;
     timed(
         ctx,
         "EphemeralRunner",
+        object.as_ref(),
+        scale_set,
         finalized(
             &api,
             finalizers::RUNNER_REGISTRATION,
@@ -120,7 +124,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
                 Ok(_) => info!(runner = %name, "runner pod created"),
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
-                    warn!(runner = %name, message = %e.message, "ResourceQuota is full; retrying");
+                    warn!(detail = %e.message, "ResourceQuota is full; retrying");
                     patch_status(
                         runner,
                         ctx,
@@ -259,7 +263,7 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
 }
 
 async fn problem_status(runner: &EphemeralRunner, ctx: &Context, problem: &Problem) -> Result<Action, Error> {
-    warn!(runner = %runner.name_any(), reason = problem.reason, message = %problem.message, "runner not registered");
+    warn!(reason = problem.reason, detail = %problem.message, "runner not registered");
     patch_status(
         runner,
         ctx,

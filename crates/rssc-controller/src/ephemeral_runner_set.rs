@@ -66,7 +66,15 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
 
 /// Reconciles one EphemeralRunnerSet.
 pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    timed(&ctx, "EphemeralRunnerSet", reconcile_set(&set, &ctx)).await
+    let scale_set = &set.spec.runner_config.autoscale_set_ref.name;
+    timed(
+        &ctx,
+        "EphemeralRunnerSet",
+        set.as_ref(),
+        scale_set,
+        reconcile_set(&set, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {
@@ -188,7 +196,7 @@ async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_gith
     match ctx.github(&asss).await {
         Ok((client, _)) => Some(client),
         Err(problem) => {
-            warn!(message = %problem.message, "no GitHub client; runners are removed only once GitHub can be asked");
+            warn!(detail = %problem.message, "no GitHub client; runners are removed only once GitHub can be asked");
             None
         }
     }

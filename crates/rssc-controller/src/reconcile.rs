@@ -11,6 +11,7 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::{Instrument, info_span};
 
 use crate::context::Context;
 
@@ -73,14 +74,26 @@ where
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// Runs one reconcile of `kind` and records its count, duration and error category.
-pub async fn timed(
+/// Runs one reconcile of `object` (of `kind`, serving the AutoscaleSet `scale_set`) in a span
+/// naming all three, so every log line it writes says which object and scale set it is about,
+/// and records its count, duration and error category.
+pub async fn timed<K: Resource>(
     ctx: &Context,
     kind: &'static str,
+    object: &K,
+    scale_set: &str,
     reconcile: impl Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
+    let meta = object.meta();
+    let span = info_span!(
+        "reconcile",
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        object = meta.name.as_deref().unwrap_or_default(),
+        scale_set,
+    );
     let started = Instant::now();
-    let result = reconcile.await;
+    let result = reconcile.instrument(span).await;
     ctx.metrics.reconciled(
         kind,
         started.elapsed(),

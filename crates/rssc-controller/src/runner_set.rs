@@ -46,9 +46,13 @@ use crate::{
 pub async fn reconcile(rs: Arc<RunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<RunnerSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
     let ctx = ctx.as_ref();
+    let object = rs.clone();
+    let scale_set = &object.spec.autoscale_set_ref.name;
     timed(
         ctx,
         "RunnerSet",
+        object.as_ref(),
+        scale_set,
         finalized(
             &api,
             finalizers::RUNNER_SET,

@@ -1,5 +1,6 @@
 //! The `rssc-controller` binary: two replicas elect a leader through a Lease, the leader
-//! registers scale sets, and on SIGTERM it hands over and exits 0.
+//! registers scale sets, and on SIGTERM it hands over and exits 0; its JSON log lines say
+//! which object and scale set they are about.
 
 mod support;
 
@@ -26,6 +27,10 @@ fn autoscale_set(name: &str, url: &str) -> AutoscaleSet {
 }
 
 fn start(t: &Target, identity: &str) -> Child {
+    start_logging_to(t, identity, Stdio::null())
+}
+
+fn start_logging_to(t: &Target, identity: &str, log: Stdio) -> Child {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -37,8 +42,8 @@ fn start(t: &Target, identity: &str) -> Child {
         .env("POD_NAMESPACE", &t.namespace)
         .env("RSSC_WATCH_NAMESPACE", &t.namespace)
         .env("RSSC_ADMIN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RSSC_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
+        .env("RSSC_LOG_FORMAT", "json")
+        .stdout(log)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -120,4 +125,49 @@ async fn one_leader_works_and_hands_over_on_sigterm() {
     })
     .await;
     terminate(standby).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_log_lines_name_the_object_and_its_scale_set() {
+    let t = Target::new("binary-logs").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    // No token Secret: the AutoscaleSet cannot register, which the controller logs.
+    let log_path = std::env::temp_dir().join(format!("{}-controller.log", t.namespace));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut controller = start_logging_to(&t, "controller-logs", Stdio::from(log));
+    t.api::<AutoscaleSet>()
+        .create(
+            &PostParams::default(),
+            &autoscale_set("no-token", &fake.config_url("octo-org")),
+        )
+        .await
+        .unwrap();
+    let lines = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the controller logs why the AutoscaleSet is not ready",
+        || async { lines().iter().any(|l| l["message"] == "AutoscaleSet not ready") },
+    )
+    .await;
+    terminate(&mut controller).await;
+
+    let in_reconciles: Vec<_> = lines()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "reconcile")
+        .collect();
+    assert!(!in_reconciles.is_empty(), "reconciles log inside their span");
+    for line in &in_reconciles {
+        let span = &line["span"];
+        assert_eq!(span["kind"], "AutoscaleSet", "{line}");
+        assert_eq!(span["namespace"], t.namespace.as_str(), "{line}");
+        assert_eq!(span["object"], "no-token", "{line}");
+        assert_eq!(span["scale_set"], "no-token", "{line}");
+    }
+    let _ = std::fs::remove_file(&log_path);
 }
