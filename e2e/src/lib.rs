@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
@@ -51,6 +54,17 @@ struct ControllerLaunch {
     env: Vec<(String, String)>,
 }
 
+/// How to start a [`Harness`]; the default is what [`Harness::start`] does.
+#[derive(Debug, Clone, Default)]
+pub struct HarnessOptions {
+    /// Run the binaries in this directory instead of building them (debug) first.
+    pub bin_dir: Option<PathBuf>,
+    /// Install these CRDs (e.g. read from `deploy/crds/`) instead of the generated ones.
+    pub crds: Option<Vec<CustomResourceDefinition>>,
+    /// Extra environment variables (flags) for the controller.
+    pub controller_env: Vec<(String, String)>,
+}
+
 /// Builds the binaries under test (a no-op when they are current) and returns their directory.
 pub fn build_binaries() -> PathBuf {
     let cargo = env!("CARGO");
@@ -79,8 +93,28 @@ impl Harness {
     /// Starts everything for the scenario `name`, with extra environment variables (flags) for
     /// the controller, e.g. `RSSC_PENDING_TIMEOUT_SECONDS`.
     pub async fn start_with_controller_env(name: &str, controller_env: &[(&str, &str)]) -> Self {
-        let bin = build_binaries();
-        let cluster = Cluster::connect(&format!("e2e-{name}")).await;
+        let controller_env = controller_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start_with(
+            name,
+            HarnessOptions {
+                controller_env,
+                ..HarnessOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts everything for the scenario `name`, as `options` say.
+    pub async fn start_with(name: &str, options: HarnessOptions) -> Self {
+        let controller_env = &options.controller_env;
+        let bin = options.bin_dir.clone().unwrap_or_else(build_binaries);
+        let cluster = match &options.crds {
+            Some(crds) => Cluster::connect_with_crds(&format!("e2e-{name}"), crds).await,
+            None => Cluster::connect(&format!("e2e-{name}")).await,
+        };
         let (client, kubeconfig, namespace, real_cluster) = (
             cluster.client.clone(),
             cluster.kubeconfig.clone(),
@@ -225,6 +259,13 @@ impl Harness {
         self.controller = Some(self.spawn_controller());
     }
 
+    /// Whether the controller process is still running (it never exits on bad input).
+    pub fn controller_alive(&mut self) -> bool {
+        self.controller
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The Kubernetes API test server's fault switches and request log; `None` on a real cluster.
     pub fn kube_faults(&self) -> Option<&std::sync::Arc<rssc_test_support::Faults>> {
         self.cluster.test_server().map(|s| s.faults())
@@ -294,6 +335,16 @@ impl Harness {
         self.real_cluster
     }
 
+    /// The cluster: its kubeconfig, and the test server unless it is real.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Process id of the controller while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().and_then(Child::id)
+    }
+
     /// Every log the processes wrote, concatenated.
     pub fn all_logs(&self) -> String {
         let mut text = String::new();
@@ -343,5 +394,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let started = std::time::Instant::now();
     rssc_test_support::eventually(what, WAIT, check).await;
+    // Shown with the test's output when it fails (or with `--nocapture`): where time went.
+    eprintln!("[e2e] {what}: after {:.1?}", started.elapsed());
 }

@@ -142,6 +142,28 @@ pub struct Job {
     requeue_at: Option<Instant>,
 }
 
+impl Job {
+    /// When the job was queued (`queueTime`).
+    pub fn queue_time(&self) -> SystemTime {
+        self.queue_time
+    }
+
+    /// When the job was last assigned to a scale set (`scaleSetAssignTime`).
+    pub fn scale_set_assign_time(&self) -> Option<SystemTime> {
+        self.scale_set_assign_time
+    }
+
+    /// When a runner took the job (`runnerAssignTime`, the job started).
+    pub fn runner_assign_time(&self) -> Option<SystemTime> {
+        self.runner_assign_time
+    }
+
+    /// When the job finished (`finishTime`).
+    pub fn finish_time(&self) -> Option<SystemTime> {
+        self.finish_time
+    }
+}
+
 /// A registered runner.
 #[derive(Debug, Clone)]
 pub struct Runner {

@@ -35,6 +35,12 @@ impl Cluster {
     /// Connects (starting the test server unless `RSSC_E2E_KUBECONFIG` is set), installs the
     /// CRDs and creates a namespace named after `test`.
     pub async fn connect(test: &str) -> Self {
+        Self::connect_with_crds(test, &rssc_api::crd::all()).await
+    }
+
+    /// As [`Cluster::connect`], installing `crds` (e.g. read from `deploy/crds/`) instead of
+    /// those generated from the API types.
+    pub async fn connect_with_crds(test: &str, crds: &[CustomResourceDefinition]) -> Self {
         let (kubeconfig, server) = match std::env::var_os(KUBECONFIG_VAR) {
             Some(path) => (PathBuf::from(path), None),
             None => {
@@ -54,7 +60,7 @@ impl Cluster {
             .await
             .unwrap();
         let client = Client::try_from(config).unwrap();
-        install_crds(&client).await;
+        install_these_crds(&client, crds).await;
         let namespace = format!("{test}-{:x}", rand::random::<u32>());
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -119,13 +125,18 @@ impl Drop for Cluster {
 
 /// Installs (server-side applies) our CRDs and waits until each is established.
 pub async fn install_crds(client: &Client) {
+    install_these_crds(client, &rssc_api::crd::all()).await;
+}
+
+/// Installs (server-side applies) `crds` and waits until each is established.
+pub async fn install_these_crds(client: &Client, crds: &[CustomResourceDefinition]) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in rssc_api::crd::all() {
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(
             &name,
             &PatchParams::apply("rssc-tests").force(),
-            &Patch::Apply(&crd),
+            &Patch::Apply(crd),
         )
         .await
         .unwrap();
