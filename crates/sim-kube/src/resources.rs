@@ -268,7 +268,39 @@ pub fn builtins() -> Vec<ResourceType> {
             "rolebindings",
             true,
         ),
+        R::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        R::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
         R::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+        R::builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .status()
+        .generation()
+        .short(&["pdb"]),
+        R::builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
         R::builtin(
             "apiextensions.k8s.io",
             "v1",

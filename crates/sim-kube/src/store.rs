@@ -1216,7 +1216,7 @@ fn immutable_fields(rt: &ResourceType, old: &Value, new: &Value) -> Vec<FieldErr
     };
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("apps", "deployments" | "replicasets") => same("spec.selector", "spec.selector"),
-        ("rbac.authorization.k8s.io", "rolebindings")
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
             if util::at(old, "roleRef") != util::at(new, "roleRef") =>
         {
             errors.push(FieldError::invalid(
