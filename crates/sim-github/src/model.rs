@@ -175,6 +175,8 @@ pub struct Runner {
     pub scale_set_id: i64,
     /// Whether the simulated runner started with its JIT config.
     pub started: bool,
+    /// Whether it ever took a job: its JIT config is spent then.
+    pub took_job: bool,
     /// The job it runs.
     pub job: Option<i64>,
     jit: String,
@@ -1051,6 +1053,7 @@ impl State {
                 name: name.to_owned(),
                 scale_set_id,
                 started: false,
+                took_job: false,
                 job: None,
                 jit: jit.clone(),
             },
@@ -1097,14 +1100,16 @@ impl State {
         Ok(())
     }
 
-    /// The simulated runner starts with its JIT config (single use).
+    /// The simulated runner starts with its JIT config. A runner that crashed before taking a
+    /// job may start again with the same configuration (its Pod is retried); once it took a job
+    /// the configuration is spent.
     pub fn runner_start(&mut self, encoded_jit_config: &str) -> Result<StartedRunner, ApiError> {
         let r = self
             .runners
             .values_mut()
             .find(|r| r.jit == encoded_jit_config)
             .ok_or_else(|| ApiError::unauthorized("JIT config is not valid"))?;
-        if r.started {
+        if r.took_job {
             return Err(ApiError::unauthorized("JIT config was already used"));
         }
         r.started = true;
@@ -1143,7 +1148,9 @@ impl State {
         j.runner_assign_time = Some(SystemTime::now());
         j.run_count += 1;
         let duration = j.spec.duration;
-        self.runners.get_mut(&runner_id).expect("exists").job = Some(id);
+        let r = self.runners.get_mut(&runner_id).expect("exists");
+        r.job = Some(id);
+        r.took_job = true;
         self.emit(id, "JobStarted");
         Ok(Some(TakenJob {
             runner_request_id: id,
@@ -1238,12 +1245,14 @@ mod tests {
         assert_eq!(s.acquire(ss, &[job, 9999]), vec![job]);
         assert_eq!(s.statistics(ss).total_assigned_jobs, 1);
         let jit = s.generate_jit(ss, "r1").unwrap();
+        s.runner_start(&jit.encoded_jit_config).unwrap();
         let started = s.runner_start(&jit.encoded_jit_config).unwrap();
+        assert_eq!(started.name, "r1", "a runner restarted before a job reuses its JIT config");
+        let taken = s.runner_take_job(started.runner_id).unwrap().unwrap();
         assert!(
             s.runner_start(&jit.encoded_jit_config).is_err(),
-            "JIT configs are single use"
+            "a JIT config is spent once its runner took a job"
         );
-        let taken = s.runner_take_job(started.runner_id).unwrap().unwrap();
         assert_eq!(taken.runner_request_id, job);
         assert_eq!(s.statistics(ss).total_busy_runners, 1);
         assert_eq!(s.remove_runner(started.runner_id).unwrap_err().status, 400);
@@ -1254,22 +1263,6 @@ mod tests {
         );
         assert_eq!(s.jobs[&job].run_count, 1);
         assert_eq!(s.statistics(ss), StatisticsJson::default());
-    }
-
-    #[test]
-    fn unpicked_assigned_jobs_are_reoffered_three_times() {
-        let mut s = state();
-        let ss = make_set(&mut s, "set", &[]);
-        let job = s.queue_job(JobSpec::for_labels(["set"]));
-        for round in 0..4 {
-            assert_eq!(s.acquire(ss, &[job]), vec![job], "round {round}");
-            s.tick();
-        }
-        assert_eq!(s.jobs[&job].state, JobState::Completed);
-        assert_eq!(s.jobs[&job].result.as_deref(), Some("canceled"));
-        let k = kinds(&mut s, ss);
-        assert_eq!(k.iter().filter(|k| *k == "JobAvailable").count(), 4);
-        assert_eq!(k.iter().filter(|k| *k == "JobCompleted").count(), 4);
     }
 
     #[test]
@@ -1290,6 +1283,22 @@ mod tests {
         assert!(s.runners[&runner].job.is_none());
         s.remove_runner(runner).unwrap();
         assert_eq!(s.runner_lost(runner).unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn unpicked_assigned_jobs_are_reoffered_three_times() {
+        let mut s = state();
+        let ss = make_set(&mut s, "set", &[]);
+        let job = s.queue_job(JobSpec::for_labels(["set"]));
+        for round in 0..4 {
+            assert_eq!(s.acquire(ss, &[job]), vec![job], "round {round}");
+            s.tick();
+        }
+        assert_eq!(s.jobs[&job].state, JobState::Completed);
+        assert_eq!(s.jobs[&job].result.as_deref(), Some("canceled"));
+        let k = kinds(&mut s, ss);
+        assert_eq!(k.iter().filter(|k| *k == "JobAvailable").count(), 4);
+        assert_eq!(k.iter().filter(|k| *k == "JobCompleted").count(), 4);
     }
 
     #[test]
