@@ -637,9 +637,15 @@ impl State {
         Ok(self.scale_set_json(&ss))
     }
 
-    /// Deletes a scale set: its sessions and runners go, its jobs go back to the queue.
+    /// Deletes a scale set: its sessions and runners go, its jobs go back to the queue. Refused
+    /// while one of its runners runs a job, as the service does.
     pub fn delete_scale_set(&mut self, id: i64) -> Result<(), ApiError> {
         self.scale_set(id)?;
+        if self.runners.values().any(|r| r.scale_set_id == id && r.job.is_some()) {
+            return Err(ApiError::bad_request(format!(
+                "The runner scale set {id} cannot be deleted while its runners are running jobs."
+            )));
+        }
         self.scale_sets.remove(&id);
         self.sessions.retain(|_, s| s.scale_set_id != id);
         self.runners.retain(|_, r| r.scale_set_id != id);
