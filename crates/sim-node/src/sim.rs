@@ -192,6 +192,12 @@ impl NodeSim {
         self.inject(namespace, name, || PodEvent::Oom).await
     }
 
+    /// Crashes the main container of the pod (exit 1, reason `Error`), e.g. a runner before or
+    /// during its job; the pod's restart policy decides what follows.
+    pub async fn crash(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        self.inject(namespace, name, || PodEvent::Crash).await
+    }
+
     /// Evicts the pod as a kubelet under node pressure does (phase Failed, reason `Evicted`).
     pub async fn evict(&self, namespace: &str, name: &str) -> Result<(), Error> {
         self.inject(namespace, name, || PodEvent::Evict).await

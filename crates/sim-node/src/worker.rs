@@ -36,6 +36,8 @@ pub(crate) enum PodEvent {
     Deleted,
     /// OOM-kill the main container.
     Oom,
+    /// The main container crashes (exits 1).
+    Crash,
     /// Evict the pod.
     Evict,
     /// The simulator stops.
@@ -68,6 +70,7 @@ enum Signal {
     Gone,
     Stop,
     Oom,
+    Crash,
     Evict,
 }
 
@@ -244,6 +247,7 @@ impl Worker {
                 Some(Signal::Gone)
             }
             Some(PodEvent::Oom) => Some(Signal::Oom),
+            Some(PodEvent::Crash) => Some(Signal::Crash),
             Some(PodEvent::Evict) => Some(Signal::Evict),
             Some(PodEvent::Updated(pod)) => {
                 let node = self.pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -556,7 +560,7 @@ impl Worker {
         loop {
             let ev = self.rx.recv().await;
             match self.interpret(ev) {
-                None | Some(Signal::Oom) => {}
+                None | Some(Signal::Oom | Signal::Crash) => {}
                 Some(s) => {
                     self.interrupted(s, None).await;
                     if matches!(s, Signal::Evict) {
@@ -603,6 +607,10 @@ impl Worker {
             }
             Signal::Oom => {
                 self.stop_main(EXIT_SIGKILL, Some("OOMKilled"));
+                self.write().await;
+            }
+            Signal::Crash => {
+                self.stop_main(1, Some("Error"));
                 self.write().await;
             }
             Signal::Gone | Signal::Stop => {}
@@ -695,6 +703,7 @@ impl Worker {
     fn signal_exit(&self, s: Signal) -> Exit {
         match s {
             Signal::Oom => Exit::oom(),
+            Signal::Crash => Exit::code(1, Some("injected crash".into())),
             Signal::Delete(_) => Exit::Signal(s, Some(EXIT_SIGTERM)),
             Signal::Evict => Exit::Signal(s, Some(EXIT_SIGKILL)),
             Signal::Gone | Signal::Stop => Exit::Signal(s, None),
@@ -1014,6 +1023,10 @@ impl Worker {
                         Signal::Oom => {
                             process::kill(child).await;
                             Exit::oom()
+                        }
+                        Signal::Crash => {
+                            process::kill(child).await;
+                            Exit::code(1, Some("injected crash".into()))
                         }
                         Signal::Evict => {
                             let code = process::kill(child).await;
