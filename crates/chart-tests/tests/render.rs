@@ -427,3 +427,15 @@ fn notes_tell_the_runs_on_value_and_how_to_read_the_listener_log() {
         "{out}"
     );
 }
+
+#[test]
+fn an_arc_values_file_works_unchanged() {
+    let (asss, _) = typed(&scale_set("arc-values"));
+    let app = asss.spec.github_app.as_ref().unwrap();
+    assert_eq!((app.client_id.as_str(), app.installation_id), ("123456", 654_321));
+    assert_eq!((asss.spec.min_runners, asss.spec.max_runners), (1, 20));
+    assert_eq!(
+        asss.spec.container_mode.as_ref().map(|m| m.type_),
+        Some(rssc_api::v1alpha1::ContainerModeType::Dind)
+    );
+}
