@@ -9,6 +9,10 @@ default:
 test *args:
     bash scripts/test {{args}}
 
+# Run the sandbox demo (the README's first command); e.g. `just sandbox --jobs 20 --keep`.
+sandbox *args:
+    bash scripts/sandbox {{args}}
+
 # Check formatting and run clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check

@@ -1,0 +1,37 @@
+//! The `rssc-sandbox` binary: the README's first command.
+
+mod binaries;
+mod cli;
+mod decisions;
+mod display;
+mod endpoints;
+mod manifests;
+mod memory;
+mod observe;
+mod plan;
+mod report;
+mod sandbox;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("rssc-sandbox: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sandbox::run(args)) {
+        Ok(sandbox::Outcome::AllJobsDone) => ExitCode::SUCCESS,
+        Ok(sandbox::Outcome::Incomplete) => ExitCode::from(2),
+        Err(err) => {
+            eprintln!("rssc-sandbox: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
