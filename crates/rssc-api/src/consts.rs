@@ -99,6 +99,10 @@ pub mod conditions {
     pub const SCALE_SET_REGISTERED: &str = "ScaleSetRegistered";
     /// The listener has an open message session and polls.
     pub const LISTENER_READY: &str = "ListenerReady";
+    /// GitHub accepts the runner version of the scale set's runner image (AutoscaleSet).
+    pub const RUNNER_VERSION_SUPPORTED: &str = "RunnerVersionSupported";
+    /// The API server admitted the runner Pods (EphemeralRunner: its Pod; RunnerSet: all of them).
+    pub const POD_ADMITTED: &str = "PodAdmitted";
 }
 
 /// Condition reasons. CamelCase, stable: dashboards and alerts may match on them.
@@ -140,4 +144,10 @@ pub mod reasons {
     /// GitHub kept labels other than the ones asked for (labels are fixed when a scale set is
     /// created).
     pub const LABELS_NOT_APPLIED: &str = "LabelsNotApplied";
+    /// A runner exited with code 7: GitHub no longer accepts the runner version in the image.
+    pub const RUNNER_VERSION_DEPRECATED: &str = "RunnerVersionDeprecated";
+    /// A ResourceQuota refused a runner Pod; the controller retries with backoff.
+    pub const EXCEEDED_QUOTA: &str = "ExceededQuota";
+    /// A runner completed a job after an earlier problem.
+    pub const RUNNER_SUCCEEDED: &str = "RunnerSucceeded";
 }

@@ -121,9 +121,53 @@ async fn apply(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
             Action::requeue(problem.retry_after.unwrap_or_else(|| ctx.backoff(&key(asss))))
         }
     };
+    if runner_version_condition(&mut status, generation, &now) {
+        let message = conditions::find(&status.conditions, types::RUNNER_VERSION_SUPPORTED)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        event(
+            asss,
+            ctx,
+            EventType::Warning,
+            reasons::RUNNER_VERSION_DEPRECATED,
+            &message,
+        )
+        .await;
+    }
     status.observed_generation = generation;
     write_status(asss, ctx, status).await?;
     Ok(action)
+}
+
+/// Sets `RunnerVersionSupported` from what the runners reported; true when it just turned False.
+fn runner_version_condition(status: &mut AutoscaleSetStatus, generation: Option<i64>, now: &Time) -> bool {
+    let was_false = conditions::find(&status.conditions, types::RUNNER_VERSION_SUPPORTED)
+        .is_some_and(|c| c.status == "False");
+    let update = match &status.deprecated_runner_version {
+        Some(record) => Update {
+            type_: types::RUNNER_VERSION_SUPPORTED,
+            status: Status::False,
+            reason: reasons::RUNNER_VERSION_DEPRECATED,
+            message: format!(
+                "runner {} (image {}) exited with code 7 at {}: GitHub no longer accepts its runner version; use a current runner image",
+                record.runner,
+                record.image,
+                record.time.0.to_rfc3339()
+            ),
+        },
+        // Said only once there was something to say.
+        None if conditions::find(&status.conditions, types::RUNNER_VERSION_SUPPORTED).is_none() => {
+            return false;
+        }
+        None => Update {
+            type_: types::RUNNER_VERSION_SUPPORTED,
+            status: Status::True,
+            reason: reasons::RUNNER_SUCCEEDED,
+            message: "a runner completed a job since the last deprecated-version exit".into(),
+        },
+    };
+    conditions::set(&mut status.conditions, update, generation, now);
+    !was_false && status.deprecated_runner_version.is_some()
 }
 
 /// Sets the problem's condition and `Ready` to False, and emits a Warning when the reason is new.
@@ -417,6 +461,42 @@ async fn cleanup(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runner_version_condition_appears_on_exit_7_and_clears_after_a_success() {
+        let now = Time(k8s_openapi::chrono::Utc::now());
+        let mut status = AutoscaleSetStatus::default();
+        assert!(!runner_version_condition(&mut status, Some(1), &now));
+        assert!(status.conditions.is_empty(), "nothing to say before any report");
+
+        status.deprecated_runner_version = Some(rssc_api::v1alpha1::DeprecatedRunnerVersion {
+            image: "runner:2.300.0".into(),
+            runner: "ci-abcde".into(),
+            time: now.clone(),
+        });
+        assert!(
+            runner_version_condition(&mut status, Some(1), &now),
+            "newly False"
+        );
+        let c = conditions::find(&status.conditions, types::RUNNER_VERSION_SUPPORTED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RunnerVersionDeprecated")
+        );
+        assert!(c.message.contains("runner:2.300.0") && c.message.contains("ci-abcde"));
+        assert!(
+            !runner_version_condition(&mut status, Some(1), &now),
+            "already said"
+        );
+
+        status.deprecated_runner_version = None;
+        assert!(!runner_version_condition(&mut status, Some(1), &now));
+        let c = conditions::find(&status.conditions, types::RUNNER_VERSION_SUPPORTED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "RunnerSucceeded")
+        );
+    }
 
     #[test]
     fn labels_compare_without_order_or_case() {

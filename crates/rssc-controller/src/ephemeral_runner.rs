@@ -18,20 +18,28 @@ use kube::{
     },
 };
 use rssc_api::{
-    consts::{annotations, field_managers, finalizers},
-    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, RunnerFailure},
+    consts::{annotations, conditions as types, field_managers, finalizers, reasons},
+    v1alpha1::{
+        AutoscaleSet, DeprecatedRunnerVersion, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerStatus,
+        RunnerFailure,
+    },
 };
 use rssc_github::{ActionsClient, Error as GitHubError};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::{
+    conditions::{self, Status, Update},
     context::Context,
     problem::Problem,
     reconcile::{Error, finalized, timed},
     runner_outcome::{Failure, Outcome, RunnerFacts, classify},
     runner_pod::{JitConfig, jit_secret, runner_pod},
+    runner_template::RUNNER_CONTAINER,
 };
+
+/// The shortest wait before a runner Pod a ResourceQuota refused is tried again.
+const QUOTA_RETRY_MIN: Duration = Duration::from_secs(5);
 
 /// Reconciles one EphemeralRunner.
 pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -121,17 +129,17 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             let pod = runner_pod(runner, &ctx.settings.user_agent)
                 .expect("runners read from the API have a name and UID");
             match pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => info!(runner = %name, "runner pod created"),
+                Ok(_) => {
+                    info!(runner = %name, "runner pod created");
+                    if status.reason.as_deref() == Some(reasons::EXCEEDED_QUOTA) {
+                        let mut fields = json!({"reason": null, "message": null});
+                        admitted(runner, &status, &mut fields);
+                        patch_status(runner, ctx, fields).await?;
+                    }
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
-                    warn!(detail = %e.message, "ResourceQuota is full; retrying");
-                    patch_status(
-                        runner,
-                        ctx,
-                        json!({"reason": "ExceededQuota", "message": e.message}),
-                    )
-                    .await?;
-                    return Ok(Action::requeue(Duration::from_secs(30)));
+                    return quota_exceeded(runner, ctx, &status, &e.message).await;
                 }
                 Err(kube::Error::Api(e)) if e.code == 422 => {
                     // The template is invalid; no retry can fix it.
@@ -146,17 +154,15 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         Outcome::Pending => Ok(Action::requeue(ctx.settings.pending_timeout)),
         Outcome::Running { .. } => {
             if status.phase != Some(EphemeralRunnerPhase::Running) {
-                patch_status(
-                    runner,
-                    ctx,
-                    json!({"phase": "Running", "reason": null, "message": null}),
-                )
-                .await?;
+                let mut fields = json!({"phase": "Running", "reason": null, "message": null});
+                admitted(runner, &status, &mut fields);
+                patch_status(runner, ctx, fields).await?;
             }
             Ok(Action::await_change())
         }
         Outcome::Succeeded => {
             patch_status(runner, ctx, json!({"phase": "Succeeded", "reason": "RunnerExited", "message": "the runner finished and deregistered itself"})).await?;
+            runner_version_works(runner, ctx).await?;
             Ok(Action::await_change())
         }
         Outcome::VersionDeprecated => {
@@ -165,11 +171,18 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
                 runner,
                 ctx,
                 EventType::Warning,
-                "RunnerVersionDeprecated",
+                reasons::RUNNER_VERSION_DEPRECATED,
                 message,
             )
             .await;
-            fail(runner, ctx, "RunnerVersionDeprecated", message).await?;
+            let image = pod
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.containers.iter().find(|c| c.name == RUNNER_CONTAINER))
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            runner_version_deprecated(runner, ctx, &image).await?;
+            fail(runner, ctx, reasons::RUNNER_VERSION_DEPRECATED, message).await?;
             Ok(Action::await_change())
         }
         Outcome::RetryPod(failure) => {
@@ -192,6 +205,124 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             fail(runner, ctx, &failure.reason, &message).await?;
             Ok(Action::await_change())
         }
+    }
+}
+
+/// Adds `PodAdmitted=True` to a status patch if an earlier quota refusal is on record (runners
+/// that were never refused carry no such condition, which saves a write per runner).
+fn admitted(runner: &EphemeralRunner, status: &EphemeralRunnerStatus, fields: &mut Value) {
+    let mut conditions = status.conditions.clone();
+    let refused = conditions::find(&conditions, types::POD_ADMITTED).is_some_and(|c| c.status != "True");
+    if refused {
+        conditions::set(
+            &mut conditions,
+            Update {
+                type_: types::POD_ADMITTED,
+                status: Status::True,
+                reason: reasons::READY,
+                message: "the runner Pod was admitted".into(),
+            },
+            runner.metadata.generation,
+            &Time(Utc::now()),
+        );
+        fields["conditions"] = json!(conditions);
+    }
+}
+
+/// A ResourceQuota refused the runner's Pod: say so in a condition (and once in an Event),
+/// then retry with backoff; quota frees up as other Pods end.
+async fn quota_exceeded(
+    runner: &EphemeralRunner,
+    ctx: &Context,
+    status: &EphemeralRunnerStatus,
+    message: &str,
+) -> Result<Action, Error> {
+    warn!(detail = %message, "ResourceQuota is full; retrying");
+    let first = status.reason.as_deref() != Some(reasons::EXCEEDED_QUOTA);
+    let mut conditions = status.conditions.clone();
+    conditions::set(
+        &mut conditions,
+        Update {
+            type_: types::POD_ADMITTED,
+            status: Status::False,
+            reason: reasons::EXCEEDED_QUOTA,
+            message: message.to_owned(),
+        },
+        runner.metadata.generation,
+        &Time(Utc::now()),
+    );
+    patch_status(
+        runner,
+        ctx,
+        json!({"reason": reasons::EXCEEDED_QUOTA, "message": message, "conditions": conditions}),
+    )
+    .await?;
+    if first {
+        event(runner, ctx, EventType::Warning, reasons::EXCEEDED_QUOTA, message).await;
+    }
+    let key = format!(
+        "EphemeralRunner/{}/{}",
+        runner.namespace().unwrap_or_default(),
+        runner.name_any()
+    );
+    Ok(Action::requeue(ctx.backoff(&key).max(QUOTA_RETRY_MIN)))
+}
+
+/// The AutoscaleSet a runner belongs to: its API and name.
+fn autoscale_set_api(runner: &EphemeralRunner, ctx: &Context) -> (Api<AutoscaleSet>, String) {
+    let reference = &runner.spec.runner_config.autoscale_set_ref;
+    let namespace = reference.namespace_or(runner.metadata.namespace.as_deref().unwrap_or_default());
+    (
+        Api::namespaced(ctx.client.clone(), namespace),
+        reference.name.clone(),
+    )
+}
+
+/// Records on the AutoscaleSet that a runner exited with code 7, so its owner sees it in the
+/// scale set's conditions (the AutoscaleSet reconciler turns this into `RunnerVersionSupported`).
+async fn runner_version_deprecated(
+    runner: &EphemeralRunner,
+    ctx: &Context,
+    image: &str,
+) -> Result<(), Error> {
+    let (api, name) = autoscale_set_api(runner, ctx);
+    let record = DeprecatedRunnerVersion {
+        image: image.to_owned(),
+        runner: runner.name_any(),
+        time: Time(Utc::now()),
+    };
+    let patch = json!({"status": {"deprecatedRunnerVersion": record}});
+    match api
+        .patch_status(&name, &controller_params(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A runner completed its job: if the AutoscaleSet says runners exit as deprecated, that is
+/// no longer so.
+async fn runner_version_works(runner: &EphemeralRunner, ctx: &Context) -> Result<(), Error> {
+    let (api, name) = autoscale_set_api(runner, ctx);
+    let recorded = api
+        .get_opt(&name)
+        .await?
+        .and_then(|a| a.status)
+        .and_then(|s| s.deprecated_runner_version);
+    if recorded.is_some() {
+        let patch = json!({"status": {"deprecatedRunnerVersion": null}});
+        api.patch_status(&name, &controller_params(), &Patch::Merge(patch))
+            .await?;
+    }
+    Ok(())
+}
+
+fn controller_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(field_managers::CONTROLLER.into()),
+        ..Default::default()
     }
 }
 
@@ -318,13 +449,9 @@ async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &s
 async fn patch_status(runner: &EphemeralRunner, ctx: &Context, fields: Value) -> Result<(), Error> {
     let api: Api<EphemeralRunner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    let params = PatchParams {
-        field_manager: Some(field_managers::CONTROLLER.into()),
-        ..Default::default()
-    };
     api.patch_status(
         &runner.name_any(),
-        &params,
+        &controller_params(),
         &Patch::Merge(json!({ "status": fields })),
     )
     .await?;

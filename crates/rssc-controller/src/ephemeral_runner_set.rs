@@ -13,7 +13,7 @@ use kube::{
     runtime::controller::Action,
 };
 use rssc_api::{
-    consts::{annotations, field_managers, labels},
+    consts::{annotations, field_managers, labels, reasons},
     names,
     v1alpha1::{
         AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSpec,
@@ -35,6 +35,18 @@ const UNSATISFIED_RECHECK: std::time::Duration = std::time::Duration::from_secs(
 
 /// At most this many EphemeralRunners are created at once.
 const CREATE_CONCURRENCY: usize = 16;
+
+/// Runners waiting because a ResourceQuota refused their Pod.
+fn quota_blocked(runners: &[EphemeralRunner]) -> usize {
+    runners
+        .iter()
+        .filter_map(|r| r.status.as_ref())
+        .filter(|s| {
+            s.phase.is_none_or(|p| p == EphemeralRunnerPhase::Pending)
+                && s.reason.as_deref() == Some(reasons::EXCEEDED_QUOTA)
+        })
+        .count()
+}
 
 /// How the plan sees one EphemeralRunner.
 pub fn view(runner: &EphemeralRunner) -> RunnerView {
@@ -166,6 +178,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         "busyRunners": counts.busy,
         "failedRunners": counts.failed,
         "deletingRunners": counts.deleting,
+        "quotaBlockedRunners": quota_blocked(&runners),
         "observedPatchSequence": observed_sequence,
         "observedGeneration": set.metadata.generation,
     }});

@@ -353,6 +353,15 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         status.idle_runners = s.idle_runners;
         status.busy_runners = s.busy_runners;
         status.failed_runners = s.failed_runners;
+        status.quota_blocked_runners = s.quota_blocked_runners;
+        if let Some(update) = admission_condition(status) {
+            conditions::set(
+                &mut status.conditions,
+                update,
+                rs.metadata.generation,
+                &Time(Utc::now()),
+            );
+        }
         status.listener = s.listener.clone();
         let ready = s.listener.as_ref().is_some_and(|l| l.ready);
         let labels = crate::metrics::ScaleSetLabels::new(
@@ -378,6 +387,27 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         );
     }
     Ok(())
+}
+
+/// `PodAdmitted`: False while a ResourceQuota refuses runner Pods; said only once it was False.
+fn admission_condition(status: &RunnerSetStatus) -> Option<Update<'static>> {
+    let blocked = status.quota_blocked_runners;
+    if blocked > 0 {
+        return Some(Update {
+            type_: types::POD_ADMITTED,
+            status: Status::False,
+            reason: reasons::EXCEEDED_QUOTA,
+            message: format!(
+                "{blocked} runner Pod(s) refused by a ResourceQuota; retrying with backoff (see the EphemeralRunners' PodAdmitted condition)"
+            ),
+        });
+    }
+    conditions::find(&status.conditions, types::POD_ADMITTED).map(|_| Update {
+        type_: types::POD_ADMITTED,
+        status: Status::True,
+        reason: reasons::READY,
+        message: "runner Pods are admitted".into(),
+    })
 }
 
 fn owned_meta(rs: &RunnerSet, name: &str, component: &str) -> ObjectMeta {
@@ -499,4 +529,26 @@ async fn cleanup(rs: &RunnerSet, ctx: &Context) -> Result<Action, Error> {
     }
     ctx.reset_backoff(&key(rs));
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_admission_is_reported_only_once_a_quota_refused_a_pod() {
+        let mut status = RunnerSetStatus::default();
+        assert!(admission_condition(&status).is_none());
+        status.quota_blocked_runners = 3;
+        let refused = admission_condition(&status).unwrap();
+        assert_eq!(
+            (refused.status, refused.reason),
+            (Status::False, reasons::EXCEEDED_QUOTA)
+        );
+        assert!(refused.message.starts_with("3 runner Pod(s)"));
+        conditions::set(&mut status.conditions, refused, None, &Time(Utc::now()));
+        status.quota_blocked_runners = 0;
+        let admitted = admission_condition(&status).unwrap();
+        assert_eq!(admitted.status, Status::True);
+    }
 }

@@ -1,17 +1,22 @@
 //! How the controller handles runner Pods that fail, against the Kubernetes API (test server or
 //! `RSSC_E2E_KUBECONFIG`) and the fake GitHub: a failure before a job retries the Pod with the
-//! same registration; an OOM kill replaces the runner; exit 7 fails it with an Event.
+//! same registration; an OOM kill replaces the runner; exit 7 fails it with an Event and a
+//! condition on the AutoscaleSet; a full ResourceQuota is a condition, and runners start once
+//! there is room.
 
 mod support;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
+use k8s_openapi::api::{
+    core::v1::{Pod, ResourceQuota},
+    events::v1::Event,
+};
 use kube::{
     ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use rssc_api::v1alpha1::{EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet};
+use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet};
 use rssc_controller::context::Context;
 use support::{Controllers, Reconciler, Target, eventually, github};
 
@@ -115,11 +120,149 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
             .any(|e| e.reason.as_deref() == Some("RunnerVersionDeprecated"))
     })
     .await;
-    let failed = t.api::<EphemeralRunner>().get_opt(&replacement).await.unwrap();
-    assert!(
-        failed.is_none_or(|r| r.status.and_then(|s| s.phase) == Some(EphemeralRunnerPhase::Failed)),
-        "the deprecated runner failed (and is then removed)"
+    eventually("the deprecated runner failed (and is then removed)", || async {
+        let failed = t.api::<EphemeralRunner>().get_opt(&replacement).await.unwrap();
+        failed.is_none_or(|r| r.status.and_then(|s| s.phase) == Some(EphemeralRunnerPhase::Failed))
+    })
+    .await;
+    eventually(
+        "the AutoscaleSet says its runner version is deprecated",
+        || async {
+            runner_version_supported(&t, &asss.name_any())
+                .await
+                .is_some_and(|(status, reason, message)| {
+                    status == "False" && reason == "RunnerVersionDeprecated" && message.contains(&replacement)
+                })
+        },
+    )
+    .await;
+
+    // A runner that completes its job shows the version works again.
+    eventually("a new runner with a Pod", || async {
+        match only_runner(&t).await {
+            Some(r) if r.name_any() != replacement => pod_uid(&t, &r.name_any()).await.is_some(),
+            _ => false,
+        }
+    })
+    .await;
+    let next = only_runner(&t).await.unwrap().name_any();
+    pod_exits(&t, &next, 0, "Completed").await;
+    eventually("the AutoscaleSet's runner version is supported again", || async {
+        runner_version_supported(&t, &asss.name_any())
+            .await
+            .is_some_and(|(status, reason, _)| status == "True" && reason == "RunnerSucceeded")
+    })
+    .await;
+
+    controllers.stop().await;
+}
+
+async fn runner_version_supported(t: &Target, name: &str) -> Option<(String, String, String)> {
+    let asss = t.api::<AutoscaleSet>().get(name).await.unwrap();
+    let condition = asss
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "RunnerVersionSupported")?;
+    Some((condition.status, condition.reason, condition.message))
+}
+
+async fn pods(t: &Target) -> usize {
+    t.api::<Pod>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_room() {
+    let t = Target::new("quota").await;
+    let (fake, ca) = github().await;
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}
+    }))
+    .unwrap();
+    t.api::<ResourceQuota>()
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    eventually("the quota is in force", || async {
+        let quota = t.api::<ResourceQuota>().get("one-pod").await.unwrap();
+        quota.status.and_then(|s| s.hard).is_some()
+    })
+    .await;
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
     );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let set = support::runner_set_for(&t, &asss, 2);
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+
+    eventually("one runner is refused by the quota, with a condition", || async {
+        let runners = t
+            .api::<EphemeralRunner>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        runners.iter().any(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "PodAdmitted"
+                        && c.status == "False"
+                        && c.reason == "ExceededQuota"
+                        && c.message.contains("exceeded quota")
+                })
+            })
+        })
+    })
+    .await;
+    eventually("the EphemeralRunnerSet counts it", || async {
+        let set = t.api::<EphemeralRunnerSet>().get(&set.name_any()).await.unwrap();
+        set.status.is_some_and(|s| s.quota_blocked_runners == 1)
+    })
+    .await;
+    assert_eq!(pods(&t).await, 1, "the quota holds");
+
+    t.api::<ResourceQuota>()
+        .delete("one-pod", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("with room, both runners get their Pod", || async {
+        pods(&t).await == 2
+    })
+    .await;
+    eventually("nothing is counted as blocked any more", || async {
+        let set = t.api::<EphemeralRunnerSet>().get(&set.name_any()).await.unwrap();
+        set.status.is_some_and(|s| s.quota_blocked_runners == 0)
+    })
+    .await;
+    let runners = t
+        .api::<EphemeralRunner>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for runner in runners {
+        let conditions = runner.status.unwrap_or_default().conditions;
+        assert!(
+            conditions
+                .iter()
+                .all(|c| c.type_ != "PodAdmitted" || c.status == "True"),
+            "no runner still says its Pod was refused: {conditions:?}"
+        );
+    }
 
     controllers.stop().await;
 }

@@ -240,6 +240,9 @@ pub fn builtins() -> Vec<ResourceType> {
             .all(),
         R::builtin("", "v1", "Secret", "secrets", true),
         R::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
+        R::builtin("", "v1", "ResourceQuota", "resourcequotas", true)
+            .status()
+            .short(&["quota"]),
         R::builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
         R::builtin("", "v1", "Service", "services", true)
             .status()

@@ -621,6 +621,11 @@ impl Store {
             if rt.group.is_empty() && rt.plural == "pods" {
                 obj["status"]["qosClass"] = json!(qos_class(&obj["spec"]));
             }
+            if rt.group.is_empty() && rt.plural == "resourcequotas" {
+                // The quota controller publishes the limits at once; usage is computed at
+                // admission instead of being kept in status.
+                obj["status"] = json!({"hard": obj["spec"]["hard"].clone()});
+            }
         }
         if rt.plural == "namespaces" && rt.group.is_empty() {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -629,6 +634,7 @@ impl Store {
         self.validate_write(rt, None, &mut obj, opts, &mut warnings)?;
         if rt.group.is_empty() && rt.plural == "pods" {
             admit_pod(&state, ns, &mut obj)?;
+            admit_pod_quota(&state, ns, &name)?;
         }
         if rt.group.is_empty() && rt.plural == "services" {
             allocate_cluster_ip(&state, &mut obj);
@@ -1293,6 +1299,42 @@ fn mutable_pod_view(spec: &Value) -> Value {
 
 /// What admission does to a new Pod: the ServiceAccount must exist; its token is mounted
 /// unless automounting is off; default tolerations and priority are set.
+/// ResourceQuota admission for the Pod count (`pods` or `count/pods` in `spec.hard`), as the API
+/// server's quota admission refuses a Pod: 403 with `exceeded quota` in the message. Pods that
+/// ended (Succeeded or Failed) do not count, as in Kubernetes. Compute-resource quotas are not
+/// modelled.
+fn admit_pod_quota(state: &State, ns: &str, name: &str) -> Result<(), ApiError> {
+    let in_namespace = |plural: &str| {
+        state
+            .objects
+            .get(&(String::new(), plural.to_owned()))
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(move |o| str_at(o, "metadata.namespace") == Some(ns))
+    };
+    let used = in_namespace("pods")
+        .filter(|p| !matches!(str_at(p, "status.phase"), Some("Succeeded" | "Failed")))
+        .count();
+    for quota in in_namespace("resourcequotas") {
+        for resource in ["pods", "count/pods"] {
+            let Some(limit) = quota["spec"]["hard"][resource]
+                .as_str()
+                .and_then(|q| q.parse::<usize>().ok())
+                .or_else(|| quota["spec"]["hard"][resource].as_u64().map(|n| n as usize))
+            else {
+                continue;
+            };
+            if used + 1 > limit {
+                let quota_name = str_at(quota, "metadata.name").unwrap_or_default();
+                return Err(ApiError::forbidden(format!(
+                    "pods {name:?} is forbidden: exceeded quota: {quota_name}, requested: {resource}=1, used: {resource}={used}, limited: {resource}={limit}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn admit_pod(state: &State, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
     let name = str_at(pod, "metadata.name").unwrap_or_default().to_owned();
     let spec = &mut pod["spec"];

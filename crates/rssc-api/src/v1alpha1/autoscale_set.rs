@@ -1,6 +1,6 @@
 //! `AutoscaleSet`: one runner scale set registered with GitHub.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -146,13 +146,29 @@ pub struct AutoscaleSetStatus {
     /// Summary for people; conditions carry the detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AutoscaleSetPhase>,
-    /// `Ready`, `CredentialsValid` and `ScaleSetRegistered`.
+    /// Set when a runner exits because GitHub no longer accepts its version; cleared when a
+    /// runner completes a job again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_runner_version: Option<DeprecatedRunnerVersion>,
+    /// `Ready`, `CredentialsValid`, `ScaleSetRegistered` and `RunnerVersionSupported`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A runner that exited with code 7 (deprecated runner version).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprecatedRunnerVersion {
+    /// Image of the runner container.
+    pub image: String,
+    /// The EphemeralRunner it was.
+    pub runner: String,
+    /// When it exited.
+    pub time: Time,
 }
 
 /// Lifecycle phase of an AutoscaleSet.

@@ -70,6 +70,9 @@ pub struct EphemeralRunnerSetStatus {
     /// Runners that failed and wait for a retry or removal.
     #[serde(default)]
     pub failed_runners: i32,
+    /// Pending runners whose Pod a ResourceQuota refused (retried with backoff).
+    #[serde(default)]
+    pub quota_blocked_runners: i32,
     /// Runners being deleted.
     #[serde(default)]
     pub deleting_runners: i32,

@@ -81,10 +81,13 @@ pub struct RunnerSetStatus {
     /// Runners the listener asks for.
     #[serde(default)]
     pub desired_runners: i32,
+    /// Pending runners whose Pod a ResourceQuota refused (retried with backoff).
+    #[serde(default)]
+    pub quota_blocked_runners: i32,
     /// State of the listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<ListenerStatus>,
-    /// `Ready` and `ListenerReady`.
+    /// `Ready`, `ListenerReady` and `PodAdmitted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
