@@ -5,9 +5,11 @@
 //! every message and every session refresh, so the decision follows GitHub's own count rather
 //! than a tally of messages (which can repeat, arrive out of order, or be re-offered).
 //!
-//! A decision is written when it changes, and again after a heartbeat interval even if it did
-//! not, so a lost or overwritten patch heals on its own. Every written decision carries a new
-//! sequence number, which the controller uses to act on each decision once.
+//! A decision is written when it changes, when runners finished jobs (the controller replaces
+//! finished runners only for a new decision, and while more jobs are assigned than `maxRunners`
+//! the count does not change), and again after a heartbeat interval even if nothing happened, so
+//! a lost or overwritten patch heals on its own. Every written decision carries a new sequence
+//! number, which the controller uses to act on each decision once.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,7 @@ pub struct Decider {
     heartbeat: Duration,
     sequence: i64,
     last: Option<(i32, Instant)>,
+    runners_finished: bool,
 }
 
 impl Decider {
@@ -53,6 +56,7 @@ impl Decider {
             heartbeat,
             sequence: last_sequence,
             last: None,
+            runners_finished: false,
         }
     }
 
@@ -60,12 +64,22 @@ impl Decider {
     pub fn decide(&mut self, desired: i32, now: Instant) -> Option<Decision> {
         let due = match self.last {
             None => true,
-            Some((last, at)) => last != desired || now.saturating_duration_since(at) >= self.heartbeat,
+            Some((last, at)) => {
+                last != desired
+                    || self.runners_finished
+                    || now.saturating_duration_since(at) >= self.heartbeat
+            }
         };
         due.then(|| Decision {
             replicas: desired,
             sequence: self.sequence + 1,
         })
+    }
+
+    /// Runners finished jobs: the next decision is due even if the count did not change, so the
+    /// controller replaces them while jobs wait.
+    pub fn runners_finished(&mut self) {
+        self.runners_finished = true;
     }
 
     /// The replica count last written, if any.
@@ -78,6 +92,7 @@ impl Decider {
     pub fn written(&mut self, decision: Decision, now: Instant) {
         self.sequence = decision.sequence;
         self.last = Some((decision.replicas, now));
+        self.runners_finished = false;
     }
 }
 
@@ -152,6 +167,20 @@ mod tests {
                 sequence: 44
             }
         );
+    }
+
+    #[test]
+    fn finished_runners_make_the_same_count_a_new_decision() {
+        let t0 = Instant::now();
+        let mut decider = Decider::new(Duration::from_secs(60), 0);
+        let d = decider.decide(10, t0).unwrap();
+        decider.written(d, t0);
+        assert_eq!(decider.decide(10, t0), None);
+        decider.runners_finished();
+        let again = decider.decide(10, t0).expect("due after runners finished");
+        assert_eq!(again.sequence, 2);
+        decider.written(again, t0);
+        assert_eq!(decider.decide(10, t0), None, "once");
     }
 
     #[test]

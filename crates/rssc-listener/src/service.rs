@@ -363,6 +363,9 @@ impl<C: Cluster> Listener<C> {
             }
         }
         state.statistics = Some(handled.statistics);
+        if !handled.completed.is_empty() {
+            state.decider.runners_finished();
+        }
         self.decide(state, "message").await;
         match self.client.delete_message(session, message.message_id).await {
             Ok(()) => state.session.last_message_id = Some(message.message_id),
