@@ -2,7 +2,9 @@
 //! `RSSC_E2E_KUBECONFIG`) and the fake GitHub: a failure before a job retries the Pod with the
 //! same registration; an OOM kill replaces the runner; exit 7 fails it with an Event and a
 //! condition on the AutoscaleSet; a full ResourceQuota is a condition, and runners start once
-//! there is room.
+//! there is room; a crash after the job started, an eviction, a vanished Pod and a pending
+//! timeout deregister and replace the runner; a registration whose Secret was lost
+//! (`RunnerExists`) is replaced, not duplicated.
 
 mod support;
 
@@ -264,5 +266,215 @@ async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_ro
         );
     }
 
+    controllers.stop().await;
+}
+
+async fn registration(t: &Target, name: &str) -> Option<i64> {
+    t.api::<EphemeralRunner>()
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|r| r.status)
+        .and_then(|s| s.runner_id)
+}
+
+/// Waits for the one runner to be registered with a Pod; returns its name and runner ID.
+async fn the_runner_with_a_pod(t: &Target, not: &[String]) -> (String, i64) {
+    eventually("a (new) registered runner with a Pod", || async {
+        match only_runner(t).await {
+            Some(r) if !not.contains(&r.name_any()) => {
+                registration(t, &r.name_any()).await.is_some() && pod_uid(t, &r.name_any()).await.is_some()
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let name = only_runner(t).await.unwrap().name_any();
+    let id = registration(t, &name).await.unwrap();
+    (name, id)
+}
+
+/// Waits until `name` is gone, a new runner replaced it, and GitHub no longer knows `id`.
+async fn replaced_and_deregistered(t: &Target, fake: &rssc_sim_github::FakeGitHub, name: &str, id: i64) {
+    eventually(&format!("{name} is gone and deregistered"), || async {
+        t.api::<EphemeralRunner>().get_opt(name).await.unwrap().is_none()
+            && !fake.with_state(|s| s.runners.contains_key(&id))
+    })
+    .await;
+}
+
+async fn pod_runs(t: &Target, pod: &str) {
+    let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
+        "state": {"running": {}}}]}});
+    t.api::<Pod>()
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_that_lose_their_job_or_pod_are_deregistered_and_replaced() {
+    let t = Target::new("lost-runners").await;
+    let (fake, ca) = github().await;
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+
+    // A crash after the job started: the JIT configuration is spent.
+    let (name, id) = the_runner_with_a_pod(&t, &seen).await;
+    let job = serde_json::json!({"status": {"job": {"requestId": 1, "jobId": "job-1"}}});
+    t.api::<EphemeralRunner>()
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(job))
+        .await
+        .unwrap();
+    pod_exits(&t, &name, 1, "Error").await;
+    replaced_and_deregistered(&t, &fake, &name, id).await;
+    seen.push(name);
+
+    // Evicted.
+    let (name, id) = the_runner_with_a_pod(&t, &seen).await;
+    let evicted = serde_json::json!({"status": {"phase": "Failed", "reason": "Evicted",
+        "message": "The node was low on resource: memory."}});
+    t.api::<Pod>()
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(evicted))
+        .await
+        .unwrap();
+    replaced_and_deregistered(&t, &fake, &name, id).await;
+    seen.push(name);
+
+    // The Pod of a running runner vanishes (node lost, deleted by hand).
+    let (name, id) = the_runner_with_a_pod(&t, &seen).await;
+    pod_runs(&t, &name).await;
+    eventually("the runner is Running", || async {
+        t.api::<EphemeralRunner>()
+            .get(&name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            == Some(EphemeralRunnerPhase::Running)
+    })
+    .await;
+    t.api::<Pod>()
+        .delete(&name, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    replaced_and_deregistered(&t, &fake, &name, id).await;
+    seen.push(name);
+
+    let (_, _) = the_runner_with_a_pod(&t, &seen).await;
+    controllers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_pending_past_the_timeout_is_replaced() {
+    let t = Target::new("pending-timeout").await;
+    let (fake, ca) = github().await;
+    let settings = rssc_controller::context::Settings {
+        pending_timeout: std::time::Duration::from_secs(2),
+        ..support::settings()
+    };
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
+        .await
+        .unwrap();
+    // No node runs the Pod, so it stays Pending.
+    let (name, id) = the_runner_with_a_pod(&t, &[]).await;
+    replaced_and_deregistered(&t, &fake, &name, id).await;
+    eventually("a PendingTimeout Event says why", || async {
+        t.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PendingTimeout"))
+    })
+    .await;
+    controllers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_secret_was_lost_is_replaced_not_duplicated() {
+    let t = Target::new("runner-exists").await;
+    let (fake, ca) = github().await;
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunners]);
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let set = support::runner_set_for(&t, &asss, 1);
+
+    // A JIT configuration was issued for this runner name, but the controller stopped before its
+    // Secret was written: GitHub knows the name, Kubernetes has no Secret.
+    let github = rssc_github::ActionsClient::new(
+        rssc_github::GitHubConfig::parse(&asss.spec.github_config_url).unwrap(),
+        rssc_github::Credentials::token(rssc_github::Secret::new(support::PAT.into())).unwrap(),
+        rssc_github::ClientOptions {
+            root_ca_pem: vec![ca.clone()],
+            ..support::github_options()
+        },
+    )
+    .unwrap();
+    let name = "ci-runner-lost1";
+    let earlier = github
+        .generate_jit_config(set.spec.runner_config.scale_set_id, name, "_work")
+        .await
+        .unwrap()
+        .runner
+        .id;
+
+    let runner = EphemeralRunner::new(
+        name,
+        rssc_api::v1alpha1::EphemeralRunnerSpec {
+            runner_template: set.spec.runner_template.clone(),
+            runner_config: set.spec.runner_config.clone(),
+        },
+    );
+    t.api::<EphemeralRunner>()
+        .create(&PostParams::default(), &runner)
+        .await
+        .unwrap();
+    eventually(
+        "the runner is registered anew, with its Secret and Pod",
+        || async {
+            registration(&t, name).await.is_some_and(|id| id != earlier) && pod_uid(&t, name).await.is_some()
+        },
+    )
+    .await;
+    let id = registration(&t, name).await.unwrap();
+    fake.with_state(|s| {
+        assert!(
+            !s.runners.contains_key(&earlier),
+            "the stale registration was removed"
+        );
+        assert_eq!(
+            s.runners.values().filter(|r| r.name == name).count(),
+            1,
+            "one registration for the name"
+        );
+        assert!(s.runners.contains_key(&id));
+    });
     controllers.stop().await;
 }

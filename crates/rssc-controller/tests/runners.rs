@@ -1,7 +1,7 @@
 //! The EphemeralRunnerSet and EphemeralRunner controllers against the Kubernetes API (test
 //! server or `RSSC_E2E_KUBECONFIG`) and the fake GitHub: decisions become registered runners
 //! with JIT Secrets and Pods; finished runners go; scale-down asks GitHub first and keeps a
-//! runner with a job.
+//! runner with a job; a new template replaces idle and pending runners while busy ones finish.
 
 mod support;
 
@@ -232,6 +232,118 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         fake.with_state(|s| s.runners.is_empty()),
         "no registration left on GitHub"
     );
+
+    controllers.stop().await;
+}
+
+fn template_hash(runner: &EphemeralRunner) -> String {
+    runner
+        .labels()
+        .get(labels::POD_SPEC_HASH)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_template_replaces_idle_and_pending_runners_while_busy_ones_finish_their_job() {
+    let t = Target::new("rollout").await;
+    let (fake, ca) = github().await;
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let set = support::runner_set_for(&t, &asss, 0);
+    let old_hash = set.spec.runner_template.metadata.as_ref().unwrap().labels[labels::POD_SPEC_HASH].clone();
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+
+    // A burst: four runners on the old template; one of them takes a job.
+    decide(&t, 4, 1).await;
+    eventually("four registered runners with Pods", || async {
+        let rs = runners(&t).await;
+        let mut with_pods = 0;
+        for r in &rs {
+            if t.api::<Pod>().get_opt(&r.name_any()).await.unwrap().is_some() {
+                with_pods += 1;
+            }
+        }
+        rs.len() == 4 && with_pods == 4
+    })
+    .await;
+    let busy = runners(&t).await[0].name_any();
+    // As the listener records a job GitHub assigned to the runner.
+    let job = serde_json::json!({"status": {"job": {"requestId": 7, "jobId": "job-7", "repository": "octo-org/app"}}});
+    t.api::<EphemeralRunner>()
+        .patch_status(&busy, &PatchParams::default(), &Patch::Merge(job))
+        .await
+        .unwrap();
+
+    // The template changes (as when an AutoscaleSet's runner image changes) with a new decision.
+    let mut new_template = set.spec.runner_template.clone();
+    let metadata = new_template.metadata.as_mut().unwrap();
+    metadata
+        .labels
+        .insert(labels::POD_SPEC_HASH.to_owned(), "rolled-out".to_owned());
+    let patch =
+        serde_json::json!({"spec": {"runnerTemplate": new_template, "replicas": 4, "patchSequence": 2}});
+    t.api::<EphemeralRunnerSet>()
+        .patch("ci", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+
+    eventually(
+        "the idle and pending runners are replaced by new-template ones",
+        || async {
+            let rs: Vec<_> = runners(&t)
+                .await
+                .into_iter()
+                .filter(|r| r.metadata.deletion_timestamp.is_none())
+                .collect();
+            let new = rs.iter().filter(|r| template_hash(r) == "rolled-out").count();
+            let old: Vec<_> = rs.iter().filter(|r| template_hash(r) == old_hash).collect();
+            new == 3 && old.len() == 1 && old[0].name_any() == busy
+        },
+    )
+    .await;
+    eventually("GitHub holds only the busy runner and the new ones", || async {
+        fake.with_state(|s| s.runners.len()) == 4
+    })
+    .await;
+    let kept = t.api::<EphemeralRunner>().get(&busy).await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the busy runner keeps running its job on the old template"
+    );
+    for r in runners(&t)
+        .await
+        .iter()
+        .filter(|r| template_hash(r) == "rolled-out")
+    {
+        let pod = t.api::<Pod>().get_opt(&r.name_any()).await.unwrap();
+        if let Some(pod) = pod {
+            assert_eq!(
+                pod.labels().get(labels::POD_SPEC_HASH).map(String::as_str),
+                Some("rolled-out"),
+                "new runners' Pods use the new template"
+            );
+        }
+    }
+
+    // Its job ends and it exits: it goes, and is not replaced on the old template.
+    exit(&t, &busy, 0).await;
+    eventually("only new-template runners remain", || async {
+        let rs = runners(&t).await;
+        !rs.is_empty() && rs.iter().all(|r| template_hash(r) == "rolled-out")
+    })
+    .await;
 
     controllers.stop().await;
 }
