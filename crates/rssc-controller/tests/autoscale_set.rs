@@ -1,5 +1,6 @@
 //! The AutoscaleSet controller against the Kubernetes API (test server or `RSSC_E2E_KUBECONFIG`)
-//! and the fake GitHub over TLS, trusted through the AutoscaleSet's CA bundle.
+//! and the fake GitHub over TLS, trusted through the AutoscaleSet's CA bundle: registration,
+//! healing, deletion, and each problem reported as a condition and recovered from.
 
 mod support;
 
@@ -175,5 +176,57 @@ async fn wrong_credentials_and_unknown_runner_groups_are_reported() {
             .is_empty()
     })
     .await;
+    controllers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secrets_unreachable_and_rate_limiting_github_are_reported_then_recovered_from() {
+    let t = Target::new("asss-recover").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    let url = fake.config_url("octo-org");
+    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets]);
+    let ready = |reason: &'static str| {
+        let t = &t;
+        move || async move {
+            status(t, "linux").await.and_then(|s| ready_reason(&s))
+                == Some((
+                    if reason == "Ready" { "True" } else { "False" }.into(),
+                    reason.into(),
+                ))
+        }
+    };
+
+    // The Secret does not exist yet: a condition says so; creating it is noticed through the watch.
+    t.api::<AutoscaleSet>()
+        .create(
+            &PostParams::default(),
+            &autoscale_set("linux", &url, "github-token"),
+        )
+        .await
+        .unwrap();
+    eventually("SecretNotFound", ready("SecretNotFound")).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    eventually("registered once the Secret exists", ready("Ready")).await;
+
+    // GitHub refuses connections: GitHubUnreachable, then recovery.
+    fake.set_refuse_connections(true);
+    eventually("GitHubUnreachable", ready("GitHubUnreachable")).await;
+    fake.set_refuse_connections(false);
+    eventually("ready again once GitHub answers", ready("Ready")).await;
+
+    // GitHub's primary rate limit: RateLimited, then recovery when it lifts.
+    fake.inject(
+        rssc_sim_github::FaultKind::GitHubRateLimit { reset_in_secs: 60 },
+        1000,
+        None,
+    );
+    eventually("RateLimited", ready("RateLimited")).await;
+    fake.clear_faults();
+    eventually("ready again once the limit lifts", ready("Ready")).await;
+
+    let s = status(&t, "linux").await.unwrap();
+    assert_eq!(s.phase, Some(AutoscaleSetPhase::Active));
     controllers.stop().await;
 }
