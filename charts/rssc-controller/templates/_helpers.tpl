@@ -53,22 +53,28 @@ app.kubernetes.io/component: controller
 {{- end }}
 
 {{/*
-What the controller does, resource by resource (crates/rssc-controller). Some rules exist only
-so the controller may create the Roles it creates: Kubernetes lets a subject create a Role only
-with permissions it holds itself (no `escalate` is granted, which would allow any Role).
+What the controller does, resource by resource (crates/rssc-controller), no more:
+crates/chart-tests/tests/rbac.rs records every request the controller makes through a scale
+set's life and fails on a missing or an unused permission. Some rules exist only so the
+controller may create the Roles it creates: Kubernetes lets a subject create a Role only with
+permissions it holds itself (no `escalate` is granted, which would allow any Role).
 */}}
 {{- define "rssc-controller.rules" -}}
 # The four resources: watched, finalized, status written; RunnerSets own EphemeralRunnerSets,
 # which own EphemeralRunners (created and deleted by the controller).
 - apiGroups: ["scaleset.actions.github.com"]
-  resources: ["autoscalesets", "runnersets"]
+  resources: ["autoscalesets", "ephemeralrunnersets"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["scaleset.actions.github.com"]
+  resources: ["runnersets"]
+  verbs: ["list", "watch", "patch"]
+# EphemeralRunnerSets are server-side applied (an apply that creates needs `create`).
+- apiGroups: ["scaleset.actions.github.com"]
   resources: ["ephemeralrunnersets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["create"]
 - apiGroups: ["scaleset.actions.github.com"]
   resources: ["ephemeralrunners"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["scaleset.actions.github.com"]
   resources: ["autoscalesets/status", "runnersets/status", "ephemeralrunners/status"]
   verbs: ["patch"]

@@ -1,5 +1,8 @@
 //! What the chart tests share: finding `helm` and `kubectl`, rendering and linting the charts,
-//! reading multi-document YAML, and the bad values files with the message each must produce.
+//! reading multi-document YAML, the bad values files with the message each must produce, and
+//! recording the permissions a Kubernetes client uses ([`access`]).
+
+pub mod access;
 
 use std::{
     path::{Path, PathBuf},
