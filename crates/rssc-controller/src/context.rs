@@ -272,7 +272,7 @@ impl Context {
             root_ca_pem: inputs.ca_bundle.iter().cloned().collect(),
             ..self.settings.github.clone()
         };
-        ActionsClient::new(config, credentials, options)
+        ActionsClient::with_metrics(config, credentials, options, self.metrics.github())
             .map_err(|e| Problem::github("setting up the GitHub client", &e))
     }
 

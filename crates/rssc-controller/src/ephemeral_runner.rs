@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::{
     conditions::{self, Status, Update},
     context::Context,
+    metrics::ScaleSetLabels,
     problem::Problem,
     reconcile::{Error, finalized, timed},
     runner_outcome::{Failure, Outcome, RunnerFacts, classify},
@@ -58,7 +59,13 @@ pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Resul
             finalizers::RUNNER_REGISTRATION,
             runner,
             |o| async move { apply(&o, ctx).await },
-            |o| async move { cleanup(&o, ctx).await },
+            |o| async move {
+                let result = cleanup(&o, ctx).await;
+                if result.is_ok() {
+                    record_removal(&o, ctx);
+                }
+                result
+            },
         ),
     )
     .await
@@ -162,6 +169,10 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         }
         Outcome::Succeeded => {
             patch_status(runner, ctx, json!({"phase": "Succeeded", "reason": "RunnerExited", "message": "the runner finished and deregistered itself"})).await?;
+                if let Some(created) = &runner.metadata.creation_timestamp {
+                    let took = (Utc::now() - created.0).to_std().unwrap_or_default();
+                    ctx.metrics.runner_started(&scale_set_labels(runner), took);
+                }
             runner_version_works(runner, ctx).await?;
             Ok(Action::await_change())
         }
@@ -433,7 +444,33 @@ async fn record_failure(
         ctx,
         json!({"failures": failures, "phase": "Pending", "reason": failure.reason}),
     )
-    .await
+    .await?;
+    ctx.metrics.runner_failed(&scale_set_labels(runner), reason);
+    Ok(())
+}
+
+/// The metric labels of the runner's scale set.
+fn scale_set_labels(runner: &EphemeralRunner) -> ScaleSetLabels {
+    let config = &runner.spec.runner_config;
+    ScaleSetLabels::for_config_url(
+        &config.scale_set_name,
+        runner.metadata.namespace.as_deref().unwrap_or_default(),
+        &config.github_config_url,
+    )
+}
+
+/// Records how long after its job finished a runner is removed (runners without a finished
+/// job, e.g. idle runners scaled down, are not measured).
+fn record_removal(runner: &EphemeralRunner, ctx: &Context) {
+    let finished = runner
+        .status
+        .as_ref()
+        .and_then(|s| s.job.as_ref())
+        .and_then(|j| j.finished_at.as_ref());
+    if let Some(finished) = finished {
+        let took = (Utc::now() - finished.0).to_std().unwrap_or_default();
+        ctx.metrics.runner_removed(&scale_set_labels(runner), took);
+    }
 }
 
 async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
@@ -442,7 +479,9 @@ async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &s
         ctx,
         json!({"phase": "Failed", "reason": reason, "message": message}),
     )
-    .await
+    .await?;
+    ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
+    Ok(())
 }
 
 /// Merge-patches only the status fields the controller owns (the listener owns `job`).

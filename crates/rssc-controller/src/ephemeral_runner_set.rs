@@ -164,7 +164,8 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
 
     let counts = Counts::of(&views);
     let config = &set.spec.runner_config;
-    let labels = ScaleSetLabels::new(&config.scale_set_name, &namespace, &config.github_config_url);
+    let labels =
+        ScaleSetLabels::for_config_url(&config.scale_set_name, &namespace, &config.github_config_url);
     ctx.metrics
         .runners(&labels, counts.pending, counts.idle + counts.busy, counts.failed);
     // A decision counts as done only when carried out in full; scale-down that had to spare

@@ -1,53 +1,18 @@
 //! The controller's metrics: reconciles per kind (count, errors by bounded category,
-//! duration), and ARC's `gha_controller_*` runner and listener gauges per scale set, so ARC
-//! dashboards keep working.
+//! duration), ARC's `gha_controller_*` runner and listener gauges per scale set (so ARC
+//! dashboards keep working), runner lifecycle latencies and failures by bounded reason, and the
+//! GitHub and Kubernetes clients' request counters. docs/metrics.md lists them all.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use rssc_runtime::metrics::GitHubCollector;
 
-/// ARC's labels of a scale set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ScaleSetLabels {
-    /// Scale set name.
-    pub name: String,
-    /// Namespace of the runners.
-    pub namespace: String,
-    /// Repository, for repository scale sets.
-    pub repository: String,
-    /// Organization, for organization and repository scale sets.
-    pub organization: String,
-    /// Enterprise, for enterprise scale sets.
-    pub enterprise: String,
-}
-
-impl ScaleSetLabels {
-    /// Labels of the scale set `name` registered at `config_url`, whose runners live in `namespace`.
-    pub fn new(name: &str, namespace: &str, config_url: &str) -> Self {
-        let (mut enterprise, mut organization, mut repository) =
-            (String::new(), String::new(), String::new());
-        match rssc_github::GitHubConfig::parse(config_url).map(|c| c.scope) {
-            Ok(rssc_github::Scope::Enterprise(e)) => enterprise = e,
-            Ok(rssc_github::Scope::Organization(o)) => organization = o,
-            Ok(rssc_github::Scope::Repository { owner, repo }) => {
-                organization = owner;
-                repository = repo;
-            }
-            Err(_) => {}
-        }
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            repository,
-            organization,
-            enterprise,
-        }
-    }
-}
+pub use rssc_runtime::metrics::ScaleSetLabels;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
@@ -60,6 +25,41 @@ struct ErrorLabels {
     category: &'static str,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    #[prometheus(flatten)]
+    scale_set: ScaleSetLabels,
+    reason: &'static str,
+}
+
+/// The reasons a runner or its Pod fails, as metric labels; anything else is `Other`, so the
+/// label set stays bounded whatever a Pod's status says.
+pub const FAILURE_REASONS: [&str; 14] = [
+    "PodVanished",
+    "OOMKilled",
+    "Evicted",
+    "PendingTimeout",
+    "InitContainerFailed",
+    "RunnerExited",
+    "PodFailed",
+    "Error",
+    "ContainerCannotRun",
+    "DeadlineExceeded",
+    "InvalidPod",
+    "RunnerNameTaken",
+    "RunnerVersionDeprecated",
+    "Other",
+];
+
+/// The bounded label of a failure reason (see [`FAILURE_REASONS`]).
+pub fn failure_reason(reason: &str) -> &'static str {
+    FAILURE_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("Other")
+}
+
 /// Every metric the controller records.
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
@@ -70,6 +70,21 @@ pub struct ControllerMetrics {
     running: Family<ScaleSetLabels, Gauge>,
     failed: Family<ScaleSetLabels, Gauge>,
     listeners: Family<ScaleSetLabels, Gauge>,
+    runner_startup: Family<ScaleSetLabels, Histogram, fn() -> Histogram>,
+    runner_removal: Family<ScaleSetLabels, Histogram, fn() -> Histogram>,
+    pod_failures: Family<FailureLabels, Counter>,
+    runner_failures: Family<FailureLabels, Counter>,
+    github: Arc<rssc_github::Metrics>,
+}
+
+/// Buckets for runner lifecycle latencies, in seconds: image pulls and node scale-up take
+/// minutes, so they reach 30 minutes.
+const LIFECYCLE_BUCKETS: [f64; 16] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0,
+];
+
+fn lifecycle_histogram() -> Histogram {
+    Histogram::new(LIFECYCLE_BUCKETS)
 }
 
 fn reconcile_histogram() -> Histogram {
@@ -89,6 +104,11 @@ impl ControllerMetrics {
             running: Family::default(),
             failed: Family::default(),
             listeners: Family::default(),
+            runner_startup: Family::new_with_constructor(lifecycle_histogram),
+            runner_removal: Family::new_with_constructor(lifecycle_histogram),
+            pod_failures: Family::default(),
+            runner_failures: Family::default(),
+            github: Arc::default(),
         };
         let m = metrics.clone();
         registry.register(
@@ -126,7 +146,68 @@ impl ControllerMetrics {
             "1 while the scale set's listener has a session",
             m.listeners,
         );
+        registry.register(
+            "rssc_controller_runner_startup_duration_seconds",
+            "From an EphemeralRunner's creation until its runner Pod runs",
+            m.runner_startup,
+        );
+        registry.register(
+            "rssc_controller_runner_removal_duration_seconds",
+            "From a runner's job finishing until its EphemeralRunner is removed",
+            m.runner_removal,
+        );
+        registry.register(
+            "rssc_controller_runner_pod_failures",
+            "Runner Pods that failed, by bounded reason (the runner may be retried)",
+            m.pod_failures,
+        );
+        registry.register(
+            "rssc_controller_runner_failures",
+            "Runners given up as Failed, by bounded reason (a new runner replaces each)",
+            m.runner_failures,
+        );
+        registry.register_collector(Box::new(GitHubCollector(m.github)));
+        rssc_runtime::kube_client::request_metrics().register(registry);
         metrics
+    }
+
+    /// Where every GitHub client of the controller counts its calls.
+    pub fn github(&self) -> Arc<rssc_github::Metrics> {
+        self.github.clone()
+    }
+
+    /// Records that a runner's Pod runs, `took` after its EphemeralRunner was created.
+    pub fn runner_started(&self, labels: &ScaleSetLabels, took: Duration) {
+        self.runner_startup
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records that an EphemeralRunner is being removed, `took` after its job finished.
+    pub fn runner_removed(&self, labels: &ScaleSetLabels, took: Duration) {
+        self.runner_removal
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a runner Pod that failed with `reason`.
+    pub fn pod_failed(&self, labels: &ScaleSetLabels, reason: &str) {
+        self.pod_failures
+            .get_or_create(&FailureLabels {
+                scale_set: labels.clone(),
+                reason: failure_reason(reason),
+            })
+            .inc();
+    }
+
+    /// Records a runner given up as Failed with `reason`.
+    pub fn runner_failed(&self, labels: &ScaleSetLabels, reason: &str) {
+        self.runner_failures
+            .get_or_create(&FailureLabels {
+                scale_set: labels.clone(),
+                reason: failure_reason(reason),
+            })
+            .inc();
     }
 
     /// Records one reconcile of `kind` that took `took` and failed with `error` (a category).
@@ -166,9 +247,13 @@ mod tests {
         let m = ControllerMetrics::register(&mut registry);
         m.reconciled("EphemeralRunner", Duration::from_millis(20), None);
         m.reconciled("EphemeralRunner", Duration::from_millis(20), Some("kubernetes"));
-        let labels = ScaleSetLabels::new("linux", "ci", "https://github.com/org/app");
+        let labels = ScaleSetLabels::for_config_url("linux", "ci", "https://github.com/org/app");
         m.runners(&labels, 2, 5, 1);
         m.listener(&labels, true);
+        m.runner_started(&labels, Duration::from_secs(12));
+        m.runner_removed(&labels, Duration::from_secs(3));
+        m.pod_failed(&labels, "Error");
+        m.runner_failed(&labels, "an unheard-of reason from a Pod status");
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         let set = r#"name="linux",namespace="ci",repository="app",organization="org",enterprise="""#;
@@ -180,8 +265,25 @@ mod tests {
             format!("gha_controller_running_ephemeral_runners{{{set}}} 5"),
             format!("gha_controller_failed_ephemeral_runners{{{set}}} 1"),
             format!("gha_controller_running_listeners{{{set}}} 1"),
+            format!("rssc_controller_runner_startup_duration_seconds_count{{{set}}} 1"),
+            format!(r#"rssc_controller_runner_startup_duration_seconds_bucket{{le="15.0",{set}}} 1"#),
+            format!("rssc_controller_runner_removal_duration_seconds_sum{{{set}}} 3.0"),
+            format!(r#"rssc_controller_runner_pod_failures_total{{{set},reason="Error"}} 1"#),
+            format!(r#"rssc_controller_runner_failures_total{{{set},reason="Other"}} 1"#),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn failure_reasons_are_bounded() {
+        assert_eq!(failure_reason("OOMKilled"), "OOMKilled");
+        assert_eq!(failure_reason("Evicted"), "Evicted");
+        assert_eq!(failure_reason("oomkilled"), "Other");
+        assert_eq!(failure_reason(""), "Other");
+        assert_eq!(
+            failure_reason(rssc_api::consts::reasons::RUNNER_VERSION_DEPRECATED),
+            "RunnerVersionDeprecated"
+        );
     }
 }

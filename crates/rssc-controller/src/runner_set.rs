@@ -364,7 +364,7 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         }
         status.listener = s.listener.clone();
         let ready = s.listener.as_ref().is_some_and(|l| l.ready);
-        let labels = crate::metrics::ScaleSetLabels::new(
+        let labels = crate::metrics::ScaleSetLabels::for_config_url(
             &asss.spec.scale_set_name,
             &namespace,
             &asss.spec.github_config_url,

@@ -98,10 +98,20 @@ fn malformed(endpoint: &'static str, reason: impl Into<String>) -> Error {
 impl ActionsClient {
     /// Builds a client; no network traffic until the first call.
     pub fn new(config: GitHubConfig, credentials: Credentials, opts: ClientOptions) -> Result<Self, Error> {
+        Self::with_metrics(config, credentials, opts, Arc::new(Metrics::default()))
+    }
+
+    /// Builds a client that counts its calls in `metrics`, which other clients may share.
+    pub fn with_metrics(
+        config: GitHubConfig,
+        credentials: Credentials,
+        opts: ClientOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
         if opts.jit_concurrency == 0 {
             return Err(Error::InvalidConfig("jit_concurrency must be at least 1".into()));
         }
-        let transport = Transport::new(&opts, Arc::new(Metrics::default()))?;
+        let transport = Transport::new(&opts, metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 admin: SingleFlight::new(opts.token_refresh_margin),
@@ -123,6 +133,11 @@ impl ActionsClient {
     /// Request counters and latencies.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.transport.metrics
+    }
+
+    /// The metrics this client counts in, to export them.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.inner.transport.metrics.clone()
     }
 
     /// How many admin-connection refreshes ran (registration token + exchange).
@@ -165,6 +180,7 @@ impl ActionsClient {
             .inner
             .installation
             .get(|| async {
+                self.metrics().record_token_refresh("installation");
                 let jwt = app_jwt(app_id, key, SystemTime::now())?;
                 let id = installation_id.to_string();
                 let url = self.api_url(&["app", "installations", &id, "access_tokens"])?;
@@ -188,6 +204,7 @@ impl ActionsClient {
     }
 
     async fn fetch_admin_connection(&self) -> Result<CachedToken<AdminConnection>, Error> {
+        self.metrics().record_token_refresh("admin");
         let bearer = match &self.inner.credentials {
             Credentials::Token(t) => t.clone(),
             Credentials::App {

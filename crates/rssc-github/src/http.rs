@@ -325,6 +325,12 @@ impl Transport {
             }
             Ok((status, headers, body)) => {
                 self.metrics.record(req.endpoint, Some(status.as_u16()), elapsed);
+                if let Some(limit) = crate::metrics::RateLimit::from_headers(
+                    header_str(&headers, "x-ratelimit-remaining"),
+                    header_str(&headers, "x-ratelimit-limit"),
+                ) {
+                    self.metrics.record_rate_limit(limit);
+                }
                 tracing::trace!(
                     endpoint = req.endpoint,
                     status = status.as_u16(),

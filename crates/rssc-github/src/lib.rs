@@ -19,6 +19,6 @@ pub use config::{GitHubConfig, Scope};
 pub use decode::{JobInfo, JobMessage, ScaleSetMessage};
 pub use error::Error;
 pub use http::{ClientOptions, ProxyConfig};
-pub use metrics::{Metrics, MetricsRow};
+pub use metrics::{Metrics, MetricsRow, RateLimit};
 pub use secret::Secret;
 pub use types::*;

@@ -1,4 +1,6 @@
-//! Request counters and latency per endpoint and status class.
+//! Request counters and latency per endpoint and status class, token refreshes by kind, and
+//! the last rate limit GitHub reported. One [`Metrics`] may be shared by several clients
+//! ([`crate::ActionsClient::with_metrics`]), so a process counts all its calls in one place.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -44,6 +46,28 @@ pub struct MetricsRow {
 pub struct Metrics {
     inner: Mutex<BTreeMap<(&'static str, &'static str), EndpointStats>>,
     retries: Mutex<BTreeMap<&'static str, u64>>,
+    token_refreshes: Mutex<BTreeMap<&'static str, u64>>,
+    rate_limit: Mutex<Option<RateLimit>>,
+}
+
+/// GitHub's primary rate limit as the last response that carried it said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `x-ratelimit-remaining`: requests left in the window.
+    pub remaining: u64,
+    /// `x-ratelimit-limit`: requests allowed in the window.
+    pub limit: u64,
+}
+
+impl RateLimit {
+    /// Reads the `x-ratelimit-remaining` and `x-ratelimit-limit` header values; `None` unless
+    /// both are numbers.
+    pub fn from_headers(remaining: Option<&str>, limit: Option<&str>) -> Option<Self> {
+        Some(Self {
+            remaining: remaining?.trim().parse().ok()?,
+            limit: limit?.trim().parse().ok()?,
+        })
+    }
 }
 
 impl Metrics {
@@ -64,6 +88,32 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(endpoint)
             .or_default() += 1;
+    }
+
+    /// Records that a token of `kind` (`admin`, `installation`) is being fetched anew.
+    pub fn record_token_refresh(&self, kind: &'static str) {
+        *self
+            .token_refreshes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Records the rate limit a response reported.
+    pub fn record_rate_limit(&self, rate_limit: RateLimit) {
+        *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(rate_limit);
+    }
+
+    /// Token refreshes per kind.
+    pub fn token_refreshes(&self) -> Vec<(&'static str, u64)> {
+        let map = self.token_refreshes.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(&k, &v)| (k, v)).collect()
+    }
+
+    /// The rate limit the last response that carried one reported.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// All rows, sorted by endpoint then class.
@@ -112,5 +162,26 @@ mod tests {
         let ok = rows.iter().find(|r| r.status_class == "2xx").unwrap();
         assert_eq!(ok.stats.total_latency, Duration::from_millis(20));
         assert_eq!(ok.stats.max_latency, Duration::from_millis(15));
+    }
+
+    #[test]
+    fn token_refreshes_and_rate_limit() {
+        let m = Metrics::default();
+        assert_eq!(m.rate_limit(), None);
+        m.record_token_refresh("admin");
+        m.record_token_refresh("admin");
+        m.record_token_refresh("installation");
+        assert_eq!(m.token_refreshes(), vec![("admin", 2), ("installation", 1)]);
+        let limit = RateLimit::from_headers(Some("4990"), Some(" 5000")).unwrap();
+        m.record_rate_limit(limit);
+        assert_eq!(
+            m.rate_limit(),
+            Some(RateLimit {
+                remaining: 4990,
+                limit: 5000
+            })
+        );
+        assert_eq!(RateLimit::from_headers(Some("x"), Some("5000")), None);
+        assert_eq!(RateLimit::from_headers(None, Some("5000")), None);
     }
 }

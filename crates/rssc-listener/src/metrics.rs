@@ -1,59 +1,20 @@
 //! The listener's metrics. ARC's `gha_*` names, labels and buckets, so ARC dashboards keep
 //! working, plus ours under `rssc_`.
 
-use std::fmt;
-
 use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{
-        MetricType,
-        counter::{ConstCounter, Counter},
-        family::Family,
-        gauge::Gauge,
-        histogram::Histogram,
-    },
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use rssc_github::{ActionsClient, Scope, Statistics};
+use rssc_github::{ActionsClient, Statistics};
+use rssc_runtime::metrics::GitHubCollector;
 
 use crate::{
     handler::{Handled, JobLabels},
     scaler::Limits,
 };
 
-/// ARC's default labels for scale set metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ScaleSetLabels {
-    /// Scale set name.
-    pub name: String,
-    /// Namespace of the runners.
-    pub namespace: String,
-    /// Repository, for repository scale sets.
-    pub repository: String,
-    /// Organization, for organization and repository scale sets.
-    pub organization: String,
-    /// Enterprise, for enterprise scale sets.
-    pub enterprise: String,
-}
-
-impl ScaleSetLabels {
-    /// Labels of a scale set registered at `scope`.
-    pub fn new(name: &str, namespace: &str, scope: &Scope) -> Self {
-        let (enterprise, organization, repository) = match scope {
-            Scope::Enterprise(e) => (e.clone(), String::new(), String::new()),
-            Scope::Organization(o) => (String::new(), o.clone(), String::new()),
-            Scope::Repository { owner, repo } => (String::new(), owner.clone(), repo.clone()),
-        };
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            repository,
-            organization,
-            enterprise,
-        }
-    }
-}
+pub use rssc_runtime::metrics::ScaleSetLabels;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StartedLabels {
@@ -211,7 +172,7 @@ impl ListenerMetrics {
             "Duration of message long polls, answered or not",
             m.poll_duration,
         );
-        registry.register_collector(Box::new(ClientMetrics(client)));
+        registry.register_collector(Box::new(GitHubCollector(client.shared_metrics())));
         metrics
     }
 
@@ -286,76 +247,6 @@ impl ListenerMetrics {
             job_name: job.job_name.clone(),
             event_name: job.event_name.clone(),
         }
-    }
-}
-
-/// Exports the GitHub client's request counters at scrape time.
-struct ClientMetrics(ActionsClient);
-
-impl fmt::Debug for ClientMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientMetrics")
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    endpoint: &'static str,
-    status_class: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EndpointLabels {
-    endpoint: &'static str,
-}
-
-impl Collector for ClientMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let rows = self.0.metrics().snapshot();
-        let mut family = encoder.encode_descriptor(
-            "rssc_github_requests",
-            "GitHub API requests by endpoint and status class (every attempt counts)",
-            None,
-            MetricType::Counter,
-        )?;
-        for row in &rows {
-            let labels = RequestLabels {
-                endpoint: row.endpoint,
-                status_class: row.status_class,
-            };
-            ConstCounter::new(row.stats.requests).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "rssc_github_request_duration_seconds_total",
-            "Time spent in GitHub API requests by endpoint and status class",
-            None,
-            MetricType::Counter,
-        )?;
-        for row in &rows {
-            let labels = RequestLabels {
-                endpoint: row.endpoint,
-                status_class: row.status_class,
-            };
-            ConstCounter::new(row.stats.total_latency.as_secs_f64())
-                .encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "rssc_github_retries",
-            "GitHub API attempts retried, by endpoint",
-            None,
-            MetricType::Counter,
-        )?;
-        for (endpoint, count) in self.0.metrics().retries() {
-            ConstCounter::new(count).encode(family.encode_family(&EndpointLabels { endpoint })?)?;
-        }
-        let refreshes = ConstCounter::new(self.0.admin_refresh_count());
-        refreshes.encode(encoder.encode_descriptor(
-            "rssc_github_token_refreshes",
-            "Refreshes of the Actions Service admin token",
-            None,
-            refreshes.metric_type(),
-        )?)?;
-        Ok(())
     }
 }
 
@@ -450,6 +341,9 @@ mod tests {
         );
         assert!(text.contains("gha_job_startup_duration_seconds_bucket"));
         assert!(text.contains(r#"le="3600.0""#), "ARC's buckets");
-        assert!(text.contains("rssc_github_token_refreshes_total 0"), "{text}");
+        assert!(
+            text.contains("# TYPE rssc_github_token_refreshes counter"),
+            "{text}"
+        );
     }
 }

@@ -1,17 +1,24 @@
 //! The Kubernetes client of both binaries, with a client-side request rate limit (QPS and
-//! burst, as client-go has) so a 1,000-runner burst neither starves nor floods the API server.
+//! burst, as client-go has) so a 1,000-runner burst neither starves nor floods the API server,
+//! and request metrics by verb, resource and status class.
 
 use std::{
     future::Future,
     num::NonZeroU32,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use clap::Args;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::{Client, Config, client::ClientBuilder};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
 use tower::{Layer, Service};
 
 /// Kubernetes client flags.
@@ -51,11 +58,170 @@ pub async fn client(args: &KubeArgs) -> Result<Client, kube::Error> {
 
 /// A client for `config`, limited as `args` says.
 pub fn client_for(config: Config, args: &KubeArgs) -> Result<Client, kube::Error> {
-    let builder = ClientBuilder::try_from(config)?;
+    let builder = ClientBuilder::try_from(config)?.with_layer(&RequestMetricsLayer);
     Ok(match args.quota() {
         Some(quota) => builder.with_layer(&RateLimitLayer::new(quota)).build(),
         None => builder.build(),
     })
+}
+
+/// Counts every request of the process's Kubernetes clients (one set per process, whichever
+/// registry serves it).
+#[derive(Clone, Debug)]
+pub struct KubeRequestMetrics {
+    requests: Family<KubeRequestLabels, Counter>,
+    duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KubeRequestLabels {
+    verb: &'static str,
+    resource: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+/// The process's Kubernetes request metrics.
+pub fn request_metrics() -> &'static KubeRequestMetrics {
+    static METRICS: OnceLock<KubeRequestMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| KubeRequestMetrics {
+        requests: Family::default(),
+        duration: Family::new_with_constructor(request_histogram),
+    })
+}
+
+impl KubeRequestMetrics {
+    /// Registers `rssc_kube_requests_total` and `rssc_kube_request_duration_seconds`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "rssc_kube_requests",
+            "Kubernetes API requests by verb, resource and status class",
+            self.requests.clone(),
+        );
+        registry.register(
+            "rssc_kube_request_duration_seconds",
+            "Time until the Kubernetes API answered, by verb (watches excluded)",
+            self.duration.clone(),
+        );
+    }
+
+    /// Records one request.
+    pub fn record(&self, call: &KubeCall, status: Option<u16>, took: Duration) {
+        let labels = KubeRequestLabels {
+            verb: call.verb,
+            resource: call.resource.clone(),
+            status_class: rssc_github::metrics::status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        if call.verb != "watch" {
+            self.duration
+                .get_or_create(&VerbLabels { verb: call.verb })
+                .observe(took.as_secs_f64());
+        }
+    }
+}
+
+/// What a request does, in Kubernetes' terms: the verb (`get`, `list`, `watch`, `create`,
+/// `update`, `patch`, `delete`, `deletecollection`) and the resource (`pods`,
+/// `ephemeralrunners/status`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeCall {
+    /// The verb.
+    pub verb: &'static str,
+    /// The resource, with its subresource after a `/`; `discovery` for API discovery.
+    pub resource: String,
+}
+
+impl KubeCall {
+    /// Reads the verb and resource from a request's method, path and query.
+    pub fn of(method: &http::Method, path: &str, query: Option<&str>) -> Self {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let rest = match segments.first() {
+            Some(&"api") if segments.len() >= 2 => &segments[2..],
+            Some(&"apis") if segments.len() >= 3 => &segments[3..],
+            _ => &[][..],
+        };
+        let rest = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+            &rest[2..]
+        } else {
+            rest
+        };
+        // Discovery paths (`/version`, `/apis`) read one document.
+        let named = rest.len() >= 2 || rest.is_empty();
+        let resource = match rest {
+            [] => "discovery".to_owned(),
+            [resource, _, sub, ..] => format!("{resource}/{sub}"),
+            [resource, ..] => (*resource).to_owned(),
+        };
+        let watch = query
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1");
+        let verb = match *method {
+            http::Method::GET if watch => "watch",
+            http::Method::GET if named => "get",
+            http::Method::GET => "list",
+            http::Method::POST => "create",
+            http::Method::PUT => "update",
+            http::Method::PATCH => "patch",
+            http::Method::DELETE if named => "delete",
+            http::Method::DELETE => "deletecollection",
+            _ => "other",
+        };
+        Self { verb, resource }
+    }
+}
+
+/// Records each request in [`request_metrics`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestMetricsLayer;
+
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestMetrics { inner }
+    }
+}
+
+/// The service [`RequestMetricsLayer`] wraps around kube's stack.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for RequestMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = KubeCall::of(request.method(), request.uri().path(), request.uri().query());
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            let status = response.as_ref().ok().map(|r| r.status().as_u16());
+            request_metrics().record(&call, status, started.elapsed());
+            response
+        })
+    }
 }
 
 /// Holds each request until the shared token bucket has a token for it.
@@ -153,6 +319,86 @@ mod tests {
         };
         assert_eq!(small_burst.quota().unwrap().burst_size().get(), 50);
         assert_eq!(KubeArgs::default().quota().unwrap().burst_size().get(), 1000);
+    }
+
+    #[test]
+    fn verbs_and_resources_from_paths() {
+        use http::Method;
+        let call = |method: Method, path: &str, query: Option<&str>| {
+            let c = KubeCall::of(&method, path, query);
+            (c.verb, c.resource)
+        };
+        let ers = "/apis/scaleset.actions.github.com/v1alpha1/namespaces/ci/ephemeralrunners";
+        assert_eq!(call(Method::GET, ers, None), ("list", "ephemeralrunners".into()));
+        assert_eq!(
+            call(
+                Method::GET,
+                ers,
+                Some("labelSelector=a%3Db&watch=true&resourceVersion=5")
+            ),
+            ("watch", "ephemeralrunners".into())
+        );
+        assert_eq!(
+            call(Method::POST, ers, None),
+            ("create", "ephemeralrunners".into())
+        );
+        assert_eq!(
+            call(Method::PATCH, &format!("{ers}/r-1/status"), None),
+            ("patch", "ephemeralrunners/status".into())
+        );
+        assert_eq!(
+            call(Method::DELETE, "/api/v1/namespaces/ci/pods/r-1", None),
+            ("delete", "pods".into())
+        );
+        assert_eq!(
+            call(Method::DELETE, "/api/v1/namespaces/ci/pods", None),
+            ("deletecollection", "pods".into())
+        );
+        assert_eq!(
+            call(Method::GET, "/api/v1/namespaces/ci", None),
+            ("get", "namespaces".into())
+        );
+        assert_eq!(call(Method::GET, "/api/v1/pods", None), ("list", "pods".into()));
+        assert_eq!(
+            call(
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/rssc/leases/rssc-controller",
+                None
+            ),
+            ("update", "leases".into())
+        );
+        assert_eq!(call(Method::GET, "/version", None), ("get", "discovery".into()));
+        assert_eq!(call(Method::GET, "/apis", None), ("get", "discovery".into()));
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_verb_resource_and_status_class() {
+        let mut service = RequestMetricsLayer.layer(tower::service_fn(|r: http::Request<()>| async move {
+            let status = if r.uri().path().ends_with("missing") {
+                404
+            } else {
+                200
+            };
+            Ok::<_, Infallible>(http::Response::builder().status(status).body(()).unwrap())
+        }));
+        for path in [
+            "/api/v1/namespaces/metrics-test/secrets/missing",
+            "/api/v1/namespaces/metrics-test/secrets/there",
+        ] {
+            let request = http::Request::get(path).body(()).unwrap();
+            service.ready().await.unwrap().call(request).await.unwrap();
+        }
+        let mut registry = Registry::default();
+        request_metrics().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"rssc_kube_requests_total{verb="get",resource="secrets",status_class="4xx"} "#,
+            r#"rssc_kube_requests_total{verb="get",resource="secrets",status_class="2xx"} "#,
+            r#"rssc_kube_request_duration_seconds_count{verb="get"} "#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -7,4 +7,5 @@ pub mod args;
 pub mod health;
 pub mod kube_client;
 pub mod logging;
+pub mod metrics;
 pub mod shutdown;
