@@ -22,7 +22,9 @@ pub fn profile_of(dir: &Path) -> Option<String> {
 }
 
 /// Builds the binaries next to this executable, with the same profile (a no-op when they are
-/// current), and returns their directory.
+/// current), and returns their directory. The sandbox itself is part of the build, so its
+/// dependencies' features unify the same way as in `scripts/sandbox`'s one build: otherwise
+/// Cargo would compile the shared dependencies a second time with other features.
 pub fn build() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot tell where rssc-sandbox runs from")?;
     let dir = exe.parent().context("rssc-sandbox has no directory")?.to_owned();
@@ -36,7 +38,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
     command
         .args(["build", "--profile", &profile, "--bins"])
         .current_dir(workspace_root());
-    for b in BINARIES {
+    for b in std::iter::once("rssc-sandbox").chain(BINARIES) {
         command.args(["-p", b]);
     }
     let status = command.status().with_context(|| {

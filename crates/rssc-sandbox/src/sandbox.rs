@@ -478,3 +478,26 @@ async fn keep(h: &Harness, display: &mut Display) {
     ));
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_is_read_from_where_the_last_read_stopped() {
+        let path = std::env::temp_dir().join(format!("rssc-sandbox-read-from-{}.log", std::process::id()));
+        std::fs::write(&path, "one\n").unwrap();
+        let mut offset = 0;
+        assert_eq!(read_from(&path, &mut offset), "one\n");
+        assert_eq!(read_from(&path, &mut offset), "");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, b"two\n").unwrap();
+        assert_eq!(read_from(&path, &mut offset), "two\n");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            read_from(&path, &mut offset),
+            "",
+            "a log that went away reads as empty"
+        );
+    }
+}
