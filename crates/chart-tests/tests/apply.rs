@@ -240,5 +240,12 @@ async fn the_scale_set_chart_refuses_a_namespace_no_controller_manages() {
     apply(&cluster, &rendered(&everywhere), &[]).unwrap();
     let notes = dry_run_install(&cluster, &ns, &only_ours).unwrap_or_else(|e| panic!("{e}"));
     assert!(notes.contains("runs-on: linux-x64"), "{notes}");
+    // Naming the controller fully skips the look-up (for users who may not list Deployments).
+    apply(&cluster, &rendered(&elsewhere), &[]).unwrap();
+    let named = vec![
+        format!("controllerServiceAccount.namespace={ns}"),
+        format!("controllerServiceAccount.name={release}-rssc-controller"),
+    ];
+    dry_run_install(&cluster, &ns, &named).unwrap_or_else(|e| panic!("{e}"));
     remove_cluster_rbac(&cluster, &[format!("{release}-rssc-controller")]);
 }
