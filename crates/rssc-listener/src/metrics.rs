@@ -1,6 +1,8 @@
 //! The listener's metrics. ARC's `gha_*` names, labels and buckets, so ARC dashboards keep
 //! working, plus ours under `rssc_`.
 
+use std::borrow::Cow;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -150,6 +152,20 @@ impl ListenerMetrics {
             "rssc_listener_queue_depth",
             "Jobs assigned but not yet running (assigned - running)",
             m.queue_depth,
+        );
+        // The listener's own counters and its GitHub client's carry the scale set's labels, so
+        // alerts can name the scale set whatever labels the scrape adds.
+        let labels = &metrics.labels;
+        let registry = registry.sub_registry_with_labels(
+            [
+                ("name", &labels.name),
+                ("namespace", &labels.namespace),
+                ("repository", &labels.repository),
+                ("organization", &labels.organization),
+                ("enterprise", &labels.enterprise),
+            ]
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.clone()))),
         );
         registry.register(
             "rssc_listener_session_creations",
@@ -345,5 +361,10 @@ mod tests {
             text.contains("# TYPE rssc_github_token_refreshes counter"),
             "{text}"
         );
+        metrics.session_conflicts.inc();
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        let line = format!("rssc_listener_session_conflicts_total{{{scale_set}}} 1");
+        assert!(text.contains(&line), "missing {line} in\n{text}");
     }
 }
