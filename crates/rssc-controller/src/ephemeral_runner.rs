@@ -164,15 +164,15 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
                 let mut fields = json!({"phase": "Running", "reason": null, "message": null});
                 admitted(runner, &status, &mut fields);
                 patch_status(runner, ctx, fields).await?;
+                if let Some(created) = &runner.metadata.creation_timestamp {
+                    let took = (Utc::now() - created.0).to_std().unwrap_or_default();
+                    ctx.metrics.runner_started(&scale_set_labels(runner), took);
+                }
             }
             Ok(Action::await_change())
         }
         Outcome::Succeeded => {
             patch_status(runner, ctx, json!({"phase": "Succeeded", "reason": "RunnerExited", "message": "the runner finished and deregistered itself"})).await?;
-                if let Some(created) = &runner.metadata.creation_timestamp {
-                    let took = (Utc::now() - created.0).to_std().unwrap_or_default();
-                    ctx.metrics.runner_started(&scale_set_labels(runner), took);
-                }
             runner_version_works(runner, ctx).await?;
             Ok(Action::await_change())
         }
@@ -445,6 +445,17 @@ async fn record_failure(
         json!({"failures": failures, "phase": "Pending", "reason": failure.reason}),
     )
     .await?;
+    ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
+    Ok(())
+}
+
+async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+    patch_status(
+        runner,
+        ctx,
+        json!({"phase": "Failed", "reason": reason, "message": message}),
+    )
+    .await?;
     ctx.metrics.runner_failed(&scale_set_labels(runner), reason);
     Ok(())
 }
@@ -471,17 +482,6 @@ fn record_removal(runner: &EphemeralRunner, ctx: &Context) {
         let took = (Utc::now() - finished.0).to_std().unwrap_or_default();
         ctx.metrics.runner_removed(&scale_set_labels(runner), took);
     }
-}
-
-async fn fail(runner: &EphemeralRunner, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
-    patch_status(
-        runner,
-        ctx,
-        json!({"phase": "Failed", "reason": reason, "message": message}),
-    )
-    .await?;
-    ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
-    Ok(())
 }
 
 /// Merge-patches only the status fields the controller owns (the listener owns `job`).
