@@ -1,7 +1,7 @@
 //! The controller chart's RBAC is exactly what the controller uses: the controller's
-//! reconcilers and leader election run against the Kubernetes API (the test server, or the
-//! cluster `RSSC_E2E_KUBECONFIG` names) through a client that records the permission each
-//! request needs, while a scale set goes through its life (registration, listener, runners that
+//! reconcilers and leader election run against the Kubernetes API test server (always: the test
+//! plays the kubelet's part by writing Pod statuses, which a real cluster's kubelet would
+//! overwrite) through a client that records the permission each request needs, while a scale set goes through its life (registration, listener, runners that
 //! fail, finish and are scaled down, deletion). Every recorded permission must be granted, and
 //! every granted one must be used, or be one the controller only passes on (the Roles it
 //! creates for listeners and `kubernetes`-mode runners, which Kubernetes lets it create only
@@ -23,11 +23,8 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use rssc_api::{
-    listener_config::{ListenerAuth, ListenerConfig},
-    v1alpha1::{
-        AutoscaleSet, ContainerModeType, EphemeralRunner, EphemeralRunnerSet, NamespacedRef, RunnerSet,
-        RunnerSetSpec,
-    },
+    listener_config::ListenerConfig,
+    v1alpha1::{AutoscaleSet, ContainerModeType, EphemeralRunner, EphemeralRunnerSet, RunnerSet},
 };
 use rssc_chart_tests::{
     Render,
@@ -37,11 +34,12 @@ use rssc_controller::{
     context::{Context, Settings},
     controllers,
     leader::{Leadership, LeaseConfig},
-    listener::{ListenerDefaults, build},
+    listener::build,
     runner_support::{Owner, kube_mode_rbac},
 };
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
-use rssc_test_support::{Cluster, eventually};
+use rssc_sim_kube::KubeServer;
+use rssc_test_support::{eventually, install_crds};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -70,18 +68,61 @@ async fn github() -> (FakeGitHub, String) {
     (fake, cert)
 }
 
-/// A client for the cluster that records what each of its requests needs.
-async fn recording_client(cluster: &Cluster, recorded: &Recorded) -> Client {
-    let raw = Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+/// The test server, with our CRDs and a namespace.
+struct Target {
+    client: Client,
+    kubeconfig: std::path::PathBuf,
+    namespace: String,
+    _server: KubeServer,
+}
+
+impl Target {
+    async fn start() -> Self {
+        let server = KubeServer::start()
+            .await
+            .expect("the Kubernetes API test server starts");
+        let kubeconfig = server.kubeconfig_path().to_owned();
+        let client = client_for(&kubeconfig, None).await;
+        install_crds(&client).await;
+        let namespace = "rbac".to_owned();
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": namespace}})),
+            )
+            .await
+            .unwrap();
+        Self {
+            client,
+            kubeconfig,
+            namespace,
+            _server: server,
+        }
+    }
+
+    fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        kube::Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// A client for `kubeconfig`; with `recorded`, one that records what each request needs.
+async fn client_for(kubeconfig: &std::path::Path, recorded: Option<&Recorded>) -> Client {
+    let raw = Kubeconfig::read_from(kubeconfig).unwrap();
     let config = Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
         .await
         .unwrap();
-    ClientBuilder::try_from(config)
-        .unwrap()
-        .with_layer(&RecordLayer {
-            recorded: recorded.clone(),
-        })
-        .build()
+    let builder = ClientBuilder::try_from(config).unwrap();
+    match recorded {
+        Some(recorded) => builder
+            .with_layer(&RecordLayer {
+                recorded: recorded.clone(),
+            })
+            .build(),
+        None => builder.build(),
+    }
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
@@ -89,11 +130,8 @@ fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
 }
 
 /// Runs one scale set through its life with the controller using `client`.
-async fn scale_set_life(cluster: &Cluster, client: Client, github: &FakeGitHub, ca: &str) {
-    let ns = cluster.namespace.clone();
+async fn scale_set_life(cluster: &Target, client: Client, github: &FakeGitHub, ca: &str) {
     let settings = Settings {
-        // On a real cluster, stay in the test's namespace; the verbs are the same.
-        watch_namespace: cluster.is_real().then(|| ns.clone()),
         pending_grace: Duration::ZERO,
         recheck: Duration::from_secs(1),
         max_backoff: Duration::from_secs(2),
@@ -284,39 +322,20 @@ async fn scale_set_life(cluster: &Cluster, client: Client, github: &FakeGitHub, 
 
 /// What the controller passes on: the listener's Role and the `kubernetes`-mode runners' Role.
 fn granted_onward() -> BTreeSet<Access> {
-    let mut rs = RunnerSet::new(
-        NAME,
-        RunnerSetSpec {
-            autoscale_set_ref: NamespacedRef {
-                name: NAME.into(),
-                namespace: None,
-            },
-            runner_group: None,
-            runner_template: None,
-            listener_template: None,
-        },
-    );
-    rs.metadata.namespace = Some("ns".into());
-    rs.metadata.uid = Some("uid".into());
-    let config = ListenerConfig {
-        github_config_url: "https://github.com/octo-org".into(),
-        scale_set_id: 1,
-        scale_set_name: NAME.into(),
-        namespace: "ns".into(),
-        ephemeral_runner_set: NAME.into(),
-        config_secret: format!("{NAME}-listener"),
-        min_runners: 0,
-        max_runners: 1,
-        session_owner: format!("ns/{NAME}"),
-        auth: ListenerAuth::Token { token: "t".into() },
-        proxy: None,
-        ca_bundle: None,
-    };
-    let defaults = ListenerDefaults {
-        image: "listener".into(),
-        log_level: "info".into(),
-        log_format: "json".into(),
-    };
+    // JSON rather than literals, so fields the API gains later take their defaults.
+    let rs: RunnerSet = object(json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "RunnerSet",
+        "metadata": {"name": NAME, "namespace": "ns", "uid": "uid"},
+        "spec": {"autoscaleSetRef": {"name": NAME}}
+    }));
+    let config: ListenerConfig = object(json!({
+        "githubConfigURL": "https://github.com/octo-org", "scaleSetID": 1, "scaleSetName": NAME,
+        "namespace": "ns", "ephemeralRunnerSet": NAME, "configSecret": format!("{NAME}-listener"),
+        "minRunners": 0, "maxRunners": 1, "sessionOwner": format!("ns/{NAME}"),
+        "auth": {"token": {"token": "t"}}
+    }));
+    // The controller's own defaults (a literal would break when the controller adds a field).
+    let defaults = Settings::default().listener;
     let listener = build(&rs, &config, &defaults).unwrap();
     let mut out = allowed(&serde_json::to_value(listener.role.rules).unwrap());
     let owner = Owner {
@@ -340,10 +359,10 @@ fn list(set: &BTreeSet<Access>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_chart_grants_exactly_what_the_controller_uses() {
-    let cluster = Cluster::connect("rbac").await;
+    let cluster = Target::start().await;
     let (github, ca) = github().await;
     let recorded = Recorded::default();
-    let client = recording_client(&cluster, &recorded).await;
+    let client = client_for(&cluster.kubeconfig, Some(&recorded)).await;
 
     let lease = LeaseConfig {
         namespace: cluster.namespace.clone(),
