@@ -15,7 +15,9 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     let report_path = dir.join("report.json");
     // The binaries as the end-to-end tests build them: building them with the sandbox's own
     // feature set as well would compile their dependencies a second time.
-    let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries).await.unwrap();
+    let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries)
+        .await
+        .unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rssc-sandbox"))
         .args(["--jobs", "5", "--timeout-seconds", "240", "--report"])
         .arg(&report_path)
