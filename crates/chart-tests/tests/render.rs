@@ -439,3 +439,33 @@ fn an_arc_values_file_works_unchanged() {
         Some(rssc_api::v1alpha1::ContainerModeType::Dind)
     );
 }
+
+/// Every flag of the controller binary can be set through the chart (a new flag fails here
+/// until the chart has a value for it).
+#[test]
+fn every_flag_of_the_controller_has_a_chart_value() {
+    let command = rssc_controller::app::Args::command();
+    let flags: BTreeSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let mut set = BTreeSet::new();
+    for values in ["default-values", "single-namespace-values"] {
+        let docs = controller(values);
+        let deployment = docs.one("Deployment");
+        for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+        {
+            set.insert(var["name"].as_str().unwrap().to_owned());
+        }
+    }
+    let missing: Vec<&String> = flags.difference(&set).collect();
+    assert!(
+        missing.is_empty(),
+        "rssc-controller reads {missing:?}, which the chart never sets: add a value to \
+         charts/rssc-controller (values.yaml, values.schema.json, templates/deployment.yaml) \
+         and docs/configuration.md"
+    );
+}
