@@ -138,6 +138,18 @@ pub async fn run_autoscale_sets(
     ));
     controller
         .reconcile_all_on(secret_changes)
+        // A listener that lost its scale set reports not ready on its EphemeralRunnerSet: check
+        // the registration now (and register the scale set again) rather than at the next recheck.
+        .watches(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default(), |set| {
+            let listener_down = set
+                .status
+                .as_ref()
+                .and_then(|s| s.listener.as_ref())
+                .is_some_and(|l| !l.ready);
+            let own = set.namespace().unwrap_or_default();
+            let reference = &set.spec.runner_config.autoscale_set_ref;
+            listener_down.then(|| ObjectRef::new(&reference.name).within(reference.namespace_or(&own)))
+        })
         .graceful_shutdown_on(shutdown)
         .run(autoscale_set::reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -133,6 +133,9 @@ impl<C: Cluster> Listener<C> {
                 Event::Done(Ok(session)) => session,
                 Event::Done(Err(err)) => {
                     self.session_failed(&err);
+                    if matches!(err, GitHubError::NotFound { .. }) {
+                        self.report_not_ready(&mut state).await;
+                    }
                     if self.pause(&mut shutdown, &mut failures).await {
                         break 'session;
                     }
@@ -192,6 +195,7 @@ impl<C: Cluster> Listener<C> {
                     }
                     Event::Done(Err(err @ GitHubError::NotFound { .. })) => {
                         self.scale_set_missing(&err);
+                        self.report_not_ready(&mut state).await;
                         if self.pause(&mut shutdown, &mut failures).await {
                             break 'session;
                         }
@@ -299,6 +303,15 @@ impl<C: Cluster> Listener<C> {
                 self.settings.scale_set_id
             )),
         );
+    }
+
+    /// Records on the EphemeralRunnerSet that the listener has no session (the scale set is gone
+    /// on GitHub), which also prompts the controller to check the registration now.
+    async fn report_not_ready(&self, state: &mut State) {
+        // Written on every attempt (they are backed off): a lost session may have marked the
+        // state not ready without writing it.
+        state.session.ready = false;
+        self.write_session_state(state).await;
     }
 
     async fn session_opened(&mut self, session: &MessageSession, state: &mut State) {
