@@ -3,6 +3,10 @@
 //! server — or the cluster `RSSC_E2E_KUBECONFIG` names — and the node simulator, which runs
 //! runner Pods against the fake and listener Pods as real processes.
 
+pub mod invariants;
+pub mod peaks;
+pub mod scenario;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -110,7 +114,9 @@ impl Harness {
     /// Starts everything for the scenario `name`, as `options` say.
     pub async fn start_with(name: &str, options: HarnessOptions) -> Self {
         let controller_env = &options.controller_env;
+        let started = std::time::Instant::now();
         let bin = options.bin_dir.clone().unwrap_or_else(build_binaries);
+        eprintln!("[e2e] binaries built: after {:.1?}", started.elapsed());
         let cluster = match &options.crds {
             Some(crds) => Cluster::connect_with_crds(&format!("e2e-{name}"), crds).await,
             None => Cluster::connect(&format!("e2e-{name}")).await,
@@ -354,6 +360,7 @@ impl Harness {
 
     /// Stops the controller (SIGTERM, then waits) and the node simulator.
     pub async fn stop(mut self) {
+        let started = std::time::Instant::now();
         if let Some(mut controller) = self.controller.take() {
             if let Some(pid) = controller.id() {
                 let _ = std::process::Command::new("kill")
@@ -368,12 +375,21 @@ impl Harness {
                 status.success(),
                 "the controller exits 0 on SIGTERM, got {status}"
             );
+            eprintln!("[e2e] the controller stopped: after {:.1?}", started.elapsed());
         }
         if let Some(nodes) = self.nodes.take() {
             nodes.stop().await;
+            eprintln!(
+                "[e2e] the node simulator stopped: after {:.1?}",
+                started.elapsed()
+            );
         }
         // Dropping the cluster handle deletes a real cluster's namespace.
-        let _ = std::fs::remove_dir_all(&self.logs);
+        if std::env::var_os("RSSC_E2E_KEEP_LOGS").is_some() {
+            eprintln!("[e2e] logs kept in {}", self.logs.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
     }
 }
 

@@ -1,0 +1,140 @@
+//! The invariants every scenario ends with: each job ran exactly once and completed, no runner
+//! was removed while it had a job, nothing is left after the RunnerSet and AutoscaleSet are
+//! deleted (on the cluster and on GitHub), and no log holds a planted secret.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::DeleteParams;
+use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, RunnerSet};
+use rssc_sim_github::JobState;
+
+use crate::{
+    Harness, PAT, eventually,
+    scenario::{AUTOSCALE_SET, RUNNER_SET, count},
+};
+
+/// What a scenario expects at its end.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// Jobs that must have run exactly once and succeeded.
+    pub jobs: Vec<i64>,
+    /// Jobs the scenario failed on purpose by killing their runner mid-job: they ran exactly
+    /// once and ended `failed` (GitHub does not run them again).
+    pub failed_jobs: Vec<i64>,
+    /// RunnerSets to delete before the AutoscaleSet.
+    pub runner_sets: Vec<String>,
+    /// Secrets planted besides the harness's token, which no log may contain.
+    pub secrets: Vec<String>,
+}
+
+impl Expect {
+    /// These jobs succeeded; the RunnerSet is `ci`.
+    pub fn jobs(jobs: &[i64]) -> Self {
+        Self {
+            jobs: jobs.to_vec(),
+            failed_jobs: Vec::new(),
+            runner_sets: vec![RUNNER_SET.to_owned()],
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// Every job the fake GitHub knows is one of `expect`'s, completed, run by exactly one runner,
+/// never un-assigned for want of a runner, and ended as expected.
+pub fn jobs_ran_once(h: &Harness, expect: &Expect) {
+    let expected: BTreeSet<i64> = expect.jobs.iter().chain(&expect.failed_jobs).copied().collect();
+    h.github.with_state(|s| {
+        let known: BTreeSet<i64> = s.jobs.keys().copied().collect();
+        assert_eq!(
+            known, expected,
+            "the fake GitHub holds exactly the scenario's jobs"
+        );
+        for (id, job) in &s.jobs {
+            assert_eq!(job.state, JobState::Completed, "job {id} completed");
+            assert_eq!(job.run_count, 1, "job {id} ran exactly once");
+            assert_eq!(
+                job.reoffers, 0,
+                "job {id} was never un-assigned and re-queued for want of a runner"
+            );
+            let want = if expect.failed_jobs.contains(id) {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            assert_eq!(job.result.as_deref(), Some(want), "job {id} ended {want}");
+        }
+    });
+}
+
+/// No runner Pod stopped while it ran a job, except those the scenario killed on purpose:
+/// a runner removed (its Pod deleted, evicted or killed) mid-job shows as a job taken and never
+/// finished.
+pub fn no_busy_runner_removed(h: &Harness, expect: &Expect) {
+    let Some(nodes) = h.nodes.as_ref() else {
+        return;
+    };
+    let interrupted: BTreeSet<i64> = nodes
+        .summary()
+        .pods
+        .values()
+        .filter_map(|p| p.runner.as_ref())
+        .filter(|r| !r.finished)
+        .filter_map(|r| r.job_id)
+        .collect();
+    let allowed: BTreeSet<i64> = expect.failed_jobs.iter().copied().collect();
+    assert!(
+        interrupted.is_subset(&allowed),
+        "runners were stopped while running jobs {:?}",
+        interrupted.difference(&allowed).collect::<Vec<_>>()
+    );
+}
+
+/// Deletes the RunnerSets and the AutoscaleSet, checks nothing is left anywhere and every
+/// invariant holds, then stops the harness.
+pub async fn teardown_and_check(h: Harness, expect: Expect) {
+    jobs_ran_once(&h, &expect);
+    no_busy_runner_removed(&h, &expect);
+    for rs in &expect.runner_sets {
+        h.api::<RunnerSet>()
+            .delete(rs, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    h.api::<AutoscaleSet>()
+        .delete(AUTOSCALE_SET, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the RunnerSets and the AutoscaleSet are gone", || async {
+        count::<RunnerSet>(&h, "").await == 0 && count::<AutoscaleSet>(&h, "").await == 0
+    })
+    .await;
+    eventually(
+        "no EphemeralRunnerSet, runner, runner or listener Pod, or JIT Secret is left",
+        || async {
+            count::<EphemeralRunnerSet>(&h, "").await == 0
+                && count::<EphemeralRunner>(&h, "").await == 0
+                && count::<Pod>(&h, "scaleset.actions.github.com/component in (runner,listener)").await == 0
+                && count::<Secret>(&h, "scaleset.actions.github.com/component=runner-jit-config").await == 0
+        },
+    )
+    .await;
+    h.github.with_state(|s| {
+        assert!(s.scale_sets.is_empty(), "the scale set is gone from GitHub");
+        assert!(
+            s.runners.is_empty(),
+            "no runner registration is left on GitHub: {:?}",
+            s.runners.values().map(|r| &r.name).collect::<Vec<_>>()
+        );
+        assert!(s.sessions.is_empty(), "no message session is left open");
+    });
+    // Checked again: nothing ran late while everything was torn down.
+    jobs_ran_once(&h, &expect);
+    no_busy_runner_removed(&h, &expect);
+    let logs = h.all_logs();
+    assert!(!logs.is_empty(), "the processes wrote logs");
+    for secret in std::iter::once(PAT).chain(expect.secrets.iter().map(String::as_str)) {
+        assert!(!logs.contains(secret), "a planted secret appears in a log");
+    }
+    h.stop().await;
+}
