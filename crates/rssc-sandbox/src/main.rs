@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     match runtime.block_on(sandbox::run(args)) {
         Ok(sandbox::Outcome::AllJobsDone) => ExitCode::SUCCESS,
         Ok(sandbox::Outcome::Incomplete) => ExitCode::from(2),
+        Ok(sandbox::Outcome::Interrupted) => ExitCode::from(130),
         Err(err) => {
             eprintln!("rssc-sandbox: {err:#}");
             ExitCode::FAILURE

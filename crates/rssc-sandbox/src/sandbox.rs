@@ -35,6 +35,8 @@ pub enum Outcome {
     AllJobsDone,
     /// The time limit passed first.
     Incomplete,
+    /// Ctrl-C.
+    Interrupted,
 }
 
 /// How long the scale set and its listener may take to come up.
@@ -80,8 +82,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let result = play(&harness, &args, &profile, &samples, &mut display).await;
     match &result {
-        Ok(_) => {
-            if args.keep {
+        Ok(outcome) => {
+            if args.keep && *outcome != Outcome::Interrupted {
                 keep(&harness, &mut display).await;
             }
             display.message("rssc-sandbox: stopping");
@@ -168,7 +170,7 @@ async fn play(
             _ = &mut ctrl_c => {
                 driver.abort();
                 watches.iter().for_each(tokio::task::JoinHandle::abort);
-                bail!("interrupted");
+                return Ok(Outcome::Interrupted);
             }
         }
         let (phase, all_queued) = {
