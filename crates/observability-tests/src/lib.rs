@@ -1,0 +1,8 @@
+//! Checks that the dashboards and alerting rules shipped in the controller chart use only
+//! metrics and labels the controller and the listener really expose (and, for the fleet
+//! dashboard, that ARC's listeners expose too), and that every metric is documented.
+
+pub mod check;
+pub mod exposed;
+pub mod exposition;
+pub mod sources;
