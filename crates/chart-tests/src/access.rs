@@ -127,7 +127,7 @@ impl Recorded {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn add(&self, accesses: Vec<Access>) {
+    pub(crate) fn add(&self, accesses: Vec<Access>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(accesses);
     }
 }

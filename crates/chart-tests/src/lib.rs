@@ -3,6 +3,7 @@
 //! recording the permissions a Kubernetes client uses ([`access`]).
 
 pub mod access;
+pub mod proxy;
 
 use std::{
     path::{Path, PathBuf},

@@ -13,6 +13,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{ConfigMap, Pod, Secret},
+        rbac::v1::Role,
     },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
@@ -29,6 +30,7 @@ use rssc_api::{
 use rssc_chart_tests::{
     Render,
     access::{Access, RecordLayer, Recorded, allowed},
+    proxy::RecordingProxy,
 };
 use rssc_controller::{
     context::{Context, Settings},
@@ -39,6 +41,7 @@ use rssc_controller::{
 };
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
 use rssc_sim_kube::KubeServer;
+use rssc_sim_node::{ListenerKubeconfig, ListenerSettings, NodeSim, PodSelector, SimConfig};
 use rssc_test_support::{eventually, install_crds};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -129,14 +132,11 @@ fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
 
-/// Runs one scale set through its life with the controller using `client`.
-async fn scale_set_life(cluster: &Target, client: Client, github: &FakeGitHub, ca: &str) {
-    let settings = Settings {
-        pending_grace: Duration::ZERO,
-        recheck: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(2),
-        ..Settings::default()
-    };
+/// Runs the four reconcilers with `client` until the returned sender says stop.
+fn start_controllers(
+    client: Client,
+    settings: Settings,
+) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
     let ctx = Arc::new(Context::new(client, settings));
     let (stop, stopped) = watch::channel(false);
     let until = || {
@@ -151,6 +151,22 @@ async fn scale_set_life(cluster: &Target, client: Client, github: &FakeGitHub, c
         tokio::spawn(controllers::run_ephemeral_runner_sets(ctx.clone(), until())),
         tokio::spawn(controllers::run_ephemeral_runners(ctx.clone(), until())),
     ];
+    (stop, tasks)
+}
+
+/// Controller settings for tests: no pending grace, quick rechecks and retries.
+fn quick_settings() -> Settings {
+    Settings {
+        pending_grace: Duration::ZERO,
+        recheck: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(2),
+        ..Settings::default()
+    }
+}
+
+/// Runs one scale set through its life with the controller using `client`.
+async fn scale_set_life(cluster: &Target, client: Client, github: &FakeGitHub, ca: &str) {
+    let (stop, tasks) = start_controllers(client, quick_settings());
 
     // What a person creates: credentials, a CA bundle, the AutoscaleSet and the RunnerSet.
     let pp = PostParams::default();
@@ -417,4 +433,182 @@ async fn the_controller_chart_grants_exactly_what_the_controller_uses() {
         "granted but neither used nor passed on: {}",
         list(&unused)
     );
+}
+
+/// What the listener's Role grants that the listener does not use, as of this commit: it emits
+/// no Events, reads its config Secret by list and watch only (by name), and reads its
+/// EphemeralRunnerSet with a single get. Narrowing the Role is a controller change (its
+/// `rules`); until it is made this pins the difference, so neither side can drift unnoticed.
+const KNOWN_UNUSED_BY_THE_LISTENER: &[(&str, &str, &str)] = &[
+    ("", "events", "create"),
+    ("", "events", "patch"),
+    ("", "secrets", "get"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+    ("scaleset.actions.github.com", "ephemeralrunnersets", "list"),
+    ("scaleset.actions.github.com", "ephemeralrunnersets", "watch"),
+    ("scaleset.actions.github.com", "ephemeralrunnersets/status", "get"),
+];
+
+fn known_unused_by_the_listener() -> BTreeSet<Access> {
+    KNOWN_UNUSED_BY_THE_LISTENER
+        .iter()
+        .map(|(g, r, v)| Access::new(g, r, v))
+        .collect()
+}
+
+/// Builds the `rssc-listener` binary (a no-op when current) and returns its path.
+fn listener_binary() -> std::path::PathBuf {
+    let cargo = env!("CARGO");
+    let out = std::process::Command::new(cargo)
+        .args(["build", "-p", "rssc-listener", "--bin", "rssc-listener"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(
+        out.status.success(),
+        "building rssc-listener failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("debug/rssc-listener")
+}
+
+/// The listener binary, run by the node simulator as its Pod's process, reaches the API through
+/// a recording proxy while it takes two jobs, records them on its runners, follows a new limit
+/// and stops; the Role the controller gave it must allow everything it did, and grant nothing
+/// more than [`KNOWN_UNUSED_BY_THE_LISTENER`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_role_allows_exactly_what_the_listener_uses() {
+    let binary = listener_binary();
+    let target = Target::start().await;
+    let ns = target.namespace.clone();
+    let (github, ca) = github().await;
+    let github = Arc::new(github);
+    let proxy = RecordingProxy::start(target._server.addr()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("rssc-rbac-listener-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, rssc_sim_kube::kubeconfig_yaml(proxy.addr)).unwrap();
+
+    let (stop, tasks) = start_controllers(target.client.clone(), quick_settings());
+    let mut sim = SimConfig::new("rbac-node");
+    sim.selector = PodSelector {
+        namespace: Some(ns.clone()),
+        ..PodSelector::default()
+    };
+    sim.work_dir = dir.join("nodes");
+    sim.listener = Some(ListenerSettings {
+        binary,
+        log_dir: dir.clone(),
+        kubeconfig: ListenerKubeconfig::File(kubeconfig),
+        max_probe_period: Duration::from_millis(200),
+    });
+    let nodes = NodeSim::start(target.client.clone(), sim, Some(github.clone()))
+        .await
+        .expect("the node simulator starts");
+
+    let pp = PostParams::default();
+    target
+        .api::<ConfigMap>()
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "github-ca"}, "data": {"ca.pem": ca}})),
+        )
+        .await
+        .unwrap();
+    target
+        .api::<Secret>()
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "github-token"}, "stringData": {"token": PAT}})),
+        )
+        .await
+        .unwrap();
+    let asss: AutoscaleSet = object(json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": NAME},
+        "spec": {
+            "githubConfigURL": github.config_url("octo-org"), "scaleSetName": NAME,
+            "runnerImage": "ghcr.io/actions/actions-runner:latest", "maxRunners": 3,
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }));
+    target.api::<AutoscaleSet>().create(&pp, &asss).await.unwrap();
+    let rs: RunnerSet = object(json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "RunnerSet",
+        "metadata": {"name": NAME}, "spec": {"autoscaleSetRef": {"name": NAME}}
+    }));
+    target.api::<RunnerSet>().create(&pp, &rs).await.unwrap();
+    let runner_sets = target.api::<RunnerSet>();
+    eventually("the listener has a session", WAIT, || async {
+        runner_sets
+            .get(NAME)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.listener)
+            .is_some_and(|l| l.ready)
+    })
+    .await;
+
+    for _ in 0..2 {
+        github.queue_job(rssc_sim_github::JobSpec::for_labels([NAME]));
+    }
+    eventually("both jobs ran on runners", WAIT, || async {
+        nodes.summary().runners_finished() >= 2
+    })
+    .await;
+    // A new limit reaches the listener through its config Secret, without a restart.
+    target
+        .api::<AutoscaleSet>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minRunners": 1}})),
+        )
+        .await
+        .unwrap();
+    let sets = target.api::<EphemeralRunnerSet>();
+    eventually("the listener keeps one idle runner", WAIT, || async {
+        sets.get(NAME).await.unwrap().spec.replicas >= 1
+    })
+    .await;
+    let role = target
+        .api::<Role>()
+        .get(&format!("{NAME}-listener"))
+        .await
+        .expect("the controller made the listener's Role");
+    let granted = allowed(&serde_json::to_value(role.rules).unwrap());
+
+    runner_sets.delete(NAME, &DeleteParams::default()).await.unwrap();
+    eventually("the RunnerSet is gone", WAIT, || async {
+        runner_sets.get_opt(NAME).await.unwrap().is_none()
+    })
+    .await;
+    nodes.stop().await;
+    stop.send_replace(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(WAIT, task).await;
+    }
+
+    let used = proxy.recorded.all();
+    let missing: BTreeSet<Access> = used.difference(&granted).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "the listener needs, but its Role lacks: {}",
+        list(&missing)
+    );
+    let unused: BTreeSet<Access> = granted.difference(&used).cloned().collect();
+    assert_eq!(
+        list(&unused),
+        list(&known_unused_by_the_listener()),
+        "what the listener's Role grants beyond what the listener uses changed; if the Role was \
+         narrowed (crates/rssc-controller/src/listener.rs), shrink KNOWN_UNUSED_BY_THE_LISTENER \
+         and drop from the controller chart what it no longer passes on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
