@@ -4,6 +4,7 @@
 //! runner Pods against the fake and listener Pods as real processes.
 
 pub mod invariants;
+pub mod otlp;
 pub mod peaks;
 pub mod scenario;
 

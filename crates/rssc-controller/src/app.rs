@@ -128,6 +128,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
             image: args.listener_image.clone(),
             log_level: args.listener_log_level.clone(),
             log_format: "json".into(),
+            otel_env: crate::listener::ListenerDefaults::otel_env_of_this_process(),
         },
         runners: RunnerDefaults {
             native_sidecars,

@@ -60,6 +60,7 @@ impl Default for Settings {
                 image: format!("ghcr.io/rssc-dev/rssc-listener:{}", env!("CARGO_PKG_VERSION")),
                 log_level: "info".into(),
                 log_format: "json".into(),
+                otel_env: Vec::new(),
             },
             runners: RunnerDefaults::default(),
             pending_grace: Duration::from_secs(120),

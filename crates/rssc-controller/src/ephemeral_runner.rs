@@ -26,7 +26,7 @@ use rssc_api::{
 };
 use rssc_github::{ActionsClient, Error as GitHubError};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     conditions::{self, Status, Update},
@@ -135,7 +135,11 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         Outcome::CreatePod => {
             let pod = runner_pod(runner, &ctx.settings.user_agent)
                 .expect("runners read from the API have a name and UID");
-            match pods.create(&PostParams::default(), &pod).await {
+            match pods
+                .create(&PostParams::default(), &pod)
+                .instrument(info_span!("pod.create"))
+                .await
+            {
                 Ok(_) => {
                     info!(runner = %name, "runner pod created");
                     if status.reason.as_deref() == Some(reasons::EXCEEDED_QUOTA) {
@@ -161,6 +165,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         Outcome::Pending => Ok(Action::requeue(ctx.settings.pending_timeout)),
         Outcome::Running { .. } => {
             if status.phase != Some(EphemeralRunnerPhase::Running) {
+                info!("runner pod running");
                 let mut fields = json!({"phase": "Running", "reason": null, "message": null});
                 admitted(runner, &status, &mut fields);
                 patch_status(runner, ctx, fields).await?;
@@ -348,6 +353,7 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
     let work_folder = config.work_folder.as_deref().unwrap_or("_work");
     let jit = match client
         .generate_jit_config(config.scale_set_id, &name, work_folder)
+        .instrument(info_span!("github.generate_jit_config"))
         .await
     {
         Ok(jit) => jit,
@@ -390,7 +396,11 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
     )
     .expect("runners read from the API have a name and UID");
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    match secrets.create(&PostParams::default(), &secret).await {
+    match secrets
+        .create(&PostParams::default(), &secret)
+        .instrument(info_span!("secret.create"))
+        .await
+    {
         Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {}
         Err(e) => return Err(e.into()),
     }

@@ -146,8 +146,14 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         }
     }
 
+    // Runners made for this decision carry the traces of the jobs it was made for, one each.
+    let traceparents: Vec<String> = set
+        .annotations()
+        .get(annotations::TRACEPARENT)
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let created = stream::iter(0..plan.create)
-        .map(|_| create(&runners_api, set))
+        .map(|i| create(&runners_api, set, traceparents.get(i)))
         .buffer_unordered(CREATE_CONCURRENCY)
         .filter_map(|r| async move { r.err() })
         .collect::<Vec<_>>()
@@ -257,7 +263,15 @@ async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Erro
 async fn create(
     api: &Api<EphemeralRunner>,
     set: &EphemeralRunnerSet,
+    traceparent: Option<&String>,
 ) -> Result<EphemeralRunner, kube::Error> {
+    let mut runner_annotations = BTreeMap::from([(
+        annotations::PATCH_SEQUENCE.to_owned(),
+        set.spec.patch_sequence.to_string(),
+    )]);
+    if let Some(traceparent) = traceparent {
+        runner_annotations.insert(annotations::TRACEPARENT.to_owned(), traceparent.clone());
+    }
     let template_meta = set.spec.runner_template.metadata.clone().unwrap_or_default();
     let mut runner_labels = template_meta.labels.clone();
     runner_labels.insert(labels::RUNNER_SET.to_owned(), set.name_any());
@@ -266,10 +280,7 @@ async fn create(
             generate_name: Some(names::ephemeral_runner_prefix(&set.name_any())),
             namespace: set.namespace(),
             labels: Some(runner_labels),
-            annotations: Some(BTreeMap::from([(
-                annotations::PATCH_SEQUENCE.to_owned(),
-                set.spec.patch_sequence.to_string(),
-            )])),
+            annotations: Some(runner_annotations),
             owner_references: set.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },

@@ -43,6 +43,20 @@ pub struct ListenerDefaults {
     pub log_level: String,
     /// Log format passed to listeners (`json` or `text`).
     pub log_format: String,
+    /// The controller's own `OTEL_*` variables, sorted: listeners export traces where it does
+    /// (under their own service name, with the scale set as a resource attribute).
+    pub otel_env: Vec<(String, String)>,
+}
+
+impl ListenerDefaults {
+    /// The `OTEL_*` variables of this process worth passing on to listeners.
+    pub fn otel_env_of_this_process() -> Vec<(String, String)> {
+        let mut vars: Vec<_> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("OTEL_") && k != "OTEL_SERVICE_NAME")
+            .collect();
+        vars.sort();
+        vars
+    }
 }
 
 /// Every object of one listener.
@@ -234,6 +248,17 @@ fn deployment(
             value_from: Some(field("metadata.namespace")),
         },
     ];
+    if !defaults.otel_env.is_empty() {
+        let mut attributes = format!("rssc.scale_set={}", config.scale_set_name);
+        for (name, value) in &defaults.otel_env {
+            if name == "OTEL_RESOURCE_ATTRIBUTES" {
+                attributes = format!("{attributes},{value}");
+            } else {
+                env.push(value_env(name, value));
+            }
+        }
+        env.push(value_env("OTEL_RESOURCE_ATTRIBUTES", &attributes));
+    }
     for var in overrides.env {
         match env.iter_mut().find(|e| e.name == var.name) {
             Some(existing) => *existing = var,
@@ -411,6 +436,7 @@ mod tests {
             image: "ghcr.io/rssc/listener:0.1.0".into(),
             log_level: "info".into(),
             log_format: "json".into(),
+            otel_env: Vec::new(),
         }
     }
 
@@ -492,6 +518,48 @@ mod tests {
         for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
             assert_eq!(labels.get(k), Some(v), "the selector matches the pod");
         }
+    }
+
+    #[test]
+    fn listeners_export_traces_where_the_controller_does() {
+        let env = |d: &ListenerDefaults| -> Vec<(String, String)> {
+            let o = build(&runner_set(None), &config(), d).unwrap();
+            pod_spec(&o).containers[0]
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name.starts_with("OTEL_"))
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        };
+        assert!(env(&defaults()).is_empty(), "no traces, no OTEL_ variables");
+        let traced = ListenerDefaults {
+            otel_env: vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    "http://collector:4318".into(),
+                ),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES".into(),
+                    "deployment.environment=prod".into(),
+                ),
+            ],
+            ..defaults()
+        };
+        let vars = env(&traced);
+        assert!(vars.contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            "http://collector:4318".into()
+        )));
+        let attributes = &vars
+            .iter()
+            .find(|(k, _)| k == "OTEL_RESOURCE_ATTRIBUTES")
+            .unwrap()
+            .1;
+        assert!(
+            attributes.starts_with("rssc.scale_set=") && attributes.ends_with(",deployment.environment=prod"),
+            "{attributes}"
+        );
     }
 
     #[test]

@@ -4,13 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rssc_controller::app::{Args, run};
+use rssc_runtime::telemetry::Telemetry;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(err) = rssc_runtime::logging::init(&args.log) {
-        eprintln!("rssc-controller: {err}");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -18,11 +15,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, rssc_runtime::shutdown::signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "controller cannot start");
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        let (telemetry, trace_problem) = Telemetry::start("rssc-controller");
+        if let Err(err) = rssc_runtime::logging::init(&args.log, telemetry.tracer()) {
+            eprintln!("rssc-controller: {err}");
+            return ExitCode::FAILURE;
         }
-    }
+        if let Some(problem) = trace_problem {
+            tracing::warn!(error = %problem, "traces are not exported");
+        }
+        let result = run(args, rssc_runtime::shutdown::signal()).await;
+        telemetry.shutdown().await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = %err, "controller cannot start");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -91,9 +91,26 @@ pub async fn timed<K: Resource>(
         namespace = meta.namespace.as_deref().unwrap_or_default(),
         object = meta.name.as_deref().unwrap_or_default(),
         scale_set,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
     );
+    // Reconciles for a job join its trace: a runner made for one job as a child, a decision
+    // made for several by links.
+    if let Some(traceparents) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rssc_api::consts::annotations::TRACEPARENT))
+    {
+        rssc_runtime::telemetry::join(&span, traceparents);
+    }
     let started = Instant::now();
-    let result = reconcile.instrument(span).await;
+    let result = reconcile.instrument(span.clone()).await;
+    if let Err(err) = &result
+        && !matches!(err.own(), Error::Waiting(_))
+    {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", err.to_string());
+    }
     ctx.metrics.reconciled(
         kind,
         started.elapsed(),

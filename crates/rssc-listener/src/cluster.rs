@@ -55,7 +55,11 @@ pub trait Cluster: Send + Sync {
     /// Reads the last decision sequence and session state.
     fn read_state(&self) -> impl Future<Output = Result<StoredState, ClusterError>> + Send;
     /// Writes a decision to the EphemeralRunnerSet's spec.
-    fn write_decision(&self, decision: Decision) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn write_decision(
+        &self,
+        decision: Decision,
+        traceparents: &[String],
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Writes the session state to the EphemeralRunnerSet's status.
     fn write_session_state(
         &self,
@@ -142,9 +146,13 @@ impl Cluster for KubeCluster {
         })
     }
 
-    async fn write_decision(&self, decision: Decision) -> Result<(), ClusterError> {
+    async fn write_decision(&self, decision: Decision, traceparents: &[String]) -> Result<(), ClusterError> {
         self.sets
-            .patch(&self.name, &params(), &Patch::Merge(patches::decision(decision)))
+            .patch(
+                &self.name,
+                &params(),
+                &Patch::Merge(patches::decision(decision, traceparents)),
+            )
             .await
             .map(drop)
             .map_err(|source| ClusterError {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod patches;
 pub mod scaler;
 pub mod service;
+pub mod traces;
 
 use std::{path::PathBuf, sync::Arc};
 

@@ -3,14 +3,20 @@
 //! EphemeralRunner's status. Only the fields the listener owns appear in them.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, chrono::SecondsFormat};
-use rssc_api::v1alpha1::RunnerJob;
+use rssc_api::{consts::annotations, v1alpha1::RunnerJob};
 use serde_json::{Value, json};
 
 use crate::scaler::Decision;
 
-/// Patch of `EphemeralRunnerSet.spec` with a decision.
-pub fn decision(decision: Decision) -> Value {
-    json!({"spec": {"replicas": decision.replicas, "patchSequence": decision.sequence}})
+/// Patch of `EphemeralRunnerSet.spec` with a decision, and the `traceparent`s of the jobs it
+/// was made for (the annotation is removed when there are none, so no later runner joins an
+/// old job's trace).
+pub fn decision(decision: Decision, traceparents: &[String]) -> Value {
+    let traceparents = (!traceparents.is_empty()).then(|| traceparents.join(","));
+    json!({
+        "metadata": {"annotations": {annotations::TRACEPARENT: traceparents}},
+        "spec": {"replicas": decision.replicas, "patchSequence": decision.sequence}
+    })
 }
 
 /// The listener's session state, as kept on the EphemeralRunnerSet's status.
@@ -60,13 +66,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_decision_patch_touches_only_replicas_and_sequence() {
+    fn the_decision_patch_touches_only_replicas_sequence_and_the_trace_annotation() {
+        let seven = Decision {
+            replicas: 7,
+            sequence: 12,
+        };
         assert_eq!(
-            decision(Decision {
-                replicas: 7,
-                sequence: 12
-            }),
-            json!({"spec": {"replicas": 7, "patchSequence": 12}})
+            decision(seven, &[]),
+            json!({"metadata": {"annotations": {"scaleset.actions.github.com/traceparent": null}},
+                   "spec": {"replicas": 7, "patchSequence": 12}})
+        );
+        let traced = decision(seven, &["00-a-b-01".into(), "00-c-d-01".into()]);
+        assert_eq!(
+            traced["metadata"]["annotations"]["scaleset.actions.github.com/traceparent"],
+            "00-a-b-01,00-c-d-01"
         );
     }
 

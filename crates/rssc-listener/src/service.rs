@@ -26,6 +26,7 @@ use crate::{
     metrics::ListenerMetrics,
     patches::SessionState,
     scaler::{Decider, Limits, desired_runners},
+    traces::JobTraces,
 };
 
 /// Health check names on `/readyz`.
@@ -105,6 +106,7 @@ struct State {
     statistics: Option<Statistics>,
     sessions_created: u64,
     state_written: Option<Instant>,
+    traces: JobTraces,
 }
 
 impl<C: Cluster> Listener<C> {
@@ -120,6 +122,7 @@ impl<C: Cluster> Listener<C> {
             statistics: None,
             sessions_created: 0,
             state_written: None,
+            traces: JobTraces::default(),
         };
         self.close_left_over_session(&mut state.session).await;
 
@@ -339,18 +342,25 @@ impl<C: Cluster> Listener<C> {
         let handled = handle(&message);
         self.metrics.record_statistics(&handled.statistics);
         self.metrics.record_jobs(&handled);
+        let mut acquired = Vec::new();
         if !handled.acquire.is_empty() {
             match self.client.acquire_jobs(session, &handled.acquire).await {
-                Ok(acquired) => debug!(
-                    offered = handled.acquire.len(),
-                    acquired = acquired.len(),
-                    "acquired jobs"
-                ),
+                Ok(ids) => {
+                    debug!(
+                        offered = handled.acquire.len(),
+                        acquired = ids.len(),
+                        "acquired jobs"
+                    );
+                    acquired = ids;
+                }
                 Err(err) => {
                     warn!(error = %err, offered = handled.acquire.len(), "acquiring jobs failed; GitHub offers them again")
                 }
             }
         }
+        state
+            .traces
+            .observe(self.settings.scale_set_id, &message, &acquired);
         for started in &handled.started {
             if let Err(err) = self
                 .cluster
@@ -403,7 +413,13 @@ impl<C: Cluster> Listener<C> {
             return;
         };
         let previous = state.decider.last_replicas();
-        match self.cluster.write_decision(decision).await {
+        // A scale-up makes runners for the jobs just acquired: they carry those jobs' traces.
+        let traceparents = if decision.replicas > previous.unwrap_or(0) {
+            state.traces.take_for_scale_up()
+        } else {
+            Vec::new()
+        };
+        match self.cluster.write_decision(decision, &traceparents).await {
             Ok(()) => {
                 state.decider.written(decision, Instant::now().into_std());
                 self.metrics.decisions.inc();

@@ -92,7 +92,7 @@ impl Cluster for MemoryCluster {
         })
     }
 
-    async fn write_decision(&self, decision: Decision) -> Result<(), ClusterError> {
+    async fn write_decision(&self, decision: Decision, _traceparents: &[String]) -> Result<(), ClusterError> {
         self.update(|w| w.decisions.push(decision));
         Ok(())
     }

@@ -9,3 +9,4 @@ pub mod kube_client;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod telemetry;

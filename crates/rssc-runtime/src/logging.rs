@@ -1,6 +1,6 @@
 //! Log setup: `tracing` to stdout as JSON lines or text, filtered by `--log-level`.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, filter, fmt, prelude::*};
 
 use crate::args::{LogArgs, LogFormat};
 
@@ -31,10 +31,22 @@ pub fn filter(directives: &str) -> Result<EnvFilter, Error> {
     })
 }
 
-/// Installs the global subscriber for a binary.
-pub fn init(args: &LogArgs) -> Result<(), Error> {
+/// Installs the global subscriber for a binary; with a `tracer`, spans are also exported as
+/// OpenTelemetry traces.
+pub fn init(args: &LogArgs, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> Result<(), Error> {
     let filter = filter(&args.log_level)?;
-    let registry = tracing_subscriber::registry().with(filter);
+    // The exporter's own HTTP/2 and gRPC stack must not trace itself into its next export.
+    let not_the_exporter = filter::filter_fn(|meta| {
+        !["h2", "tonic", "tower", "hyper", "reqwest", "opentelemetry"]
+            .iter()
+            .any(|t| meta.target().starts_with(t))
+    });
+    let traces = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(not_the_exporter)
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
     let result = match args.log_format {
         LogFormat::Json => registry
             .with(
