@@ -3,6 +3,8 @@
 //! dashboard, that ARC's listeners expose too), and that every metric is documented.
 
 pub mod check;
+pub mod eval;
 pub mod exposed;
 pub mod exposition;
+pub mod scenario;
 pub mod sources;

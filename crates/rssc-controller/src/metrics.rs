@@ -32,6 +32,9 @@ struct FailureLabels {
     reason: &'static str,
 }
 
+/// The error categories of a reconcile ([`crate::reconcile::Error::category`]).
+pub const ERROR_CATEGORIES: [&str; 3] = ["kubernetes", "finalizer", "waiting"];
+
 /// The reasons a runner or its Pod fails, as metric labels; anything else is `Other`, so the
 /// label set stays bounded whatever a Pod's status says.
 pub const FAILURE_REASONS: [&str; 14] = [
@@ -212,6 +215,13 @@ impl ControllerMetrics {
 
     /// Records one reconcile of `kind` that took `took` and failed with `error` (a category).
     pub fn reconciled(&self, kind: &'static str, took: Duration, error: Option<&'static str>) {
+        // Every error series exists from the first reconcile on, at 0: `increase()` needs a
+        // sample before the first error to count it, so alerts see the first errors too.
+        for category in ERROR_CATEGORIES {
+            self.errors
+                .get_or_create(&ErrorLabels { kind, category })
+                .inc_by(0);
+        }
         self.reconciles.get_or_create(&KindLabels { kind }).inc();
         self.duration
             .get_or_create(&KindLabels { kind })
@@ -223,6 +233,16 @@ impl ControllerMetrics {
 
     /// Records the runners of a scale set by state.
     pub fn runners(&self, labels: &ScaleSetLabels, pending: usize, running: usize, failed: usize) {
+        // The scale set's failure series exist at 0 before its first failure, so `increase()`
+        // counts that failure too (a series first seen at 1 shows no increase).
+        for reason in FAILURE_REASONS {
+            let failure = FailureLabels {
+                scale_set: labels.clone(),
+                reason,
+            };
+            self.pod_failures.get_or_create(&failure).inc_by(0);
+            self.runner_failures.get_or_create(&failure).inc_by(0);
+        }
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.pending.get_or_create(labels).set(gauge(pending));
         self.running.get_or_create(labels).set(gauge(running));
@@ -273,6 +293,35 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn series_exist_before_the_first_error_or_failure() {
+        let mut registry = Registry::default();
+        let m = ControllerMetrics::register(&mut registry);
+        m.reconciled("RunnerSet", Duration::from_millis(5), None);
+        let labels = ScaleSetLabels::for_config_url("linux", "ci", "https://github.com/org");
+        m.runners(&labels, 0, 0, 0);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for category in ERROR_CATEGORIES {
+            let line = format!(
+                r#"rssc_controller_reconcile_errors_total{{kind="RunnerSet",category="{category}"}} 0"#
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
+        for reason in FAILURE_REASONS {
+            assert!(text.contains(&format!(r#"reason="{reason}"}} 0"#)), "{reason}");
+        }
+        assert!(
+            [
+                crate::reconcile::Error::Waiting(String::new()),
+                crate::reconcile::Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
+            ]
+            .iter()
+            .all(|e| ERROR_CATEGORIES.contains(&e.category())),
+            "every category a reconcile reports is initialized"
+        );
     }
 
     #[test]
