@@ -88,6 +88,29 @@ pub struct Report {
     pub kubernetes_writes: Option<KubeWrites>,
     /// Peak resident memory.
     pub peak_memory: Peaks,
+    /// Every job's timeline, for your own analysis (JSON only).
+    pub job_timelines: Vec<JobTimeline>,
+}
+
+/// One job's way, in milliseconds since the first job was queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobTimeline {
+    /// `runnerRequestId`.
+    pub id: i64,
+    /// The EphemeralRunner that ran it.
+    pub runner: Option<String>,
+    /// Queued.
+    pub queued_ms: Option<i64>,
+    /// Acquired by the listener.
+    pub acquired_ms: Option<i64>,
+    /// Its runner's EphemeralRunner seen.
+    pub runner_created_ms: Option<i64>,
+    /// Its runner's JIT Secret seen.
+    pub secret_created_ms: Option<i64>,
+    /// Its runner's Pod seen.
+    pub pod_created_ms: Option<i64>,
+    /// The runner took it.
+    pub started_ms: Option<i64>,
 }
 
 /// Job counts.
@@ -219,7 +242,41 @@ pub fn build(data: &RunData) -> Report {
             )
         }),
         peak_memory: data.memory,
+        job_timelines: timelines(data),
     }
+}
+
+fn timelines(data: &RunData) -> Vec<JobTimeline> {
+    let Some(origin) = data.jobs.iter().map(|j| j.queued).min() else {
+        return Vec::new();
+    };
+    let at = |t: Option<SystemTime>| {
+        t.map(|t| match t.duration_since(origin) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        })
+    };
+    data.jobs
+        .iter()
+        .map(|j| {
+            let seen = j
+                .runner
+                .as_ref()
+                .and_then(|r| data.runners.get(r))
+                .copied()
+                .unwrap_or_default();
+            JobTimeline {
+                id: j.id,
+                runner: j.runner.clone(),
+                queued_ms: at(Some(j.queued)),
+                acquired_ms: at(j.acquired),
+                runner_created_ms: at(seen.runner),
+                secret_created_ms: at(seen.secret),
+                pod_created_ms: at(seen.pod),
+                started_ms: at(j.started),
+            }
+        })
+        .collect()
 }
 
 fn startup_path(data: &RunData) -> StartupPath {
@@ -591,5 +648,17 @@ mod tests {
             json["kubernetes_writes"]["by_resource"][0]["resource"],
             "ephemeralrunners"
         );
+        let first = &json["job_timelines"][0];
+        assert_eq!(first["runner"], "r-a");
+        assert_eq!(
+            [
+                &first["queued_ms"],
+                &first["acquired_ms"],
+                &first["pod_created_ms"],
+                &first["started_ms"]
+            ],
+            [0, 100, 400, 1_000]
+        );
+        assert_eq!(json["job_timelines"][2]["started_ms"], serde_json::Value::Null);
     }
 }
