@@ -79,6 +79,9 @@ async fn every_rendered_values_file_applies() {
             .values(file)
             // The Prometheus Operator's CRDs are not installed.
             .set("metrics.serviceMonitor.enabled=false")
+            .set("prometheusRule.enabled=false")
+            // ConfigMaps in a namespace that exists.
+            .set(&format!("grafanaDashboards.namespace={ns}"))
             // A Role in a namespace that exists.
             .set(&format!("flags.watchSingleNamespace={}", watched(file, &ns)));
         let out = apply(&cluster, &rendered(&render), &[])

@@ -251,7 +251,7 @@ fn the_cluster_role_holds_what_the_controller_grants_and_no_wildcards() {
 }
 
 #[test]
-fn monitoring_values_add_a_service_monitor_and_a_network_policy() {
+fn monitoring_values_add_monitoring_dashboards_alerts_and_a_network_policy() {
     let docs = controller("monitoring-values");
     let monitor = docs.one("ServiceMonitor");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
@@ -259,6 +259,15 @@ fn monitoring_values_add_a_service_monitor_and_a_network_policy() {
     let policy = docs.one("NetworkPolicy");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
     assert!(policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"].is_object());
+    let rule = docs.one("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    assert!(!rule["spec"]["groups"].as_array().unwrap().is_empty());
+    let dashboards = docs.of_kind("ConfigMap");
+    assert_eq!(dashboards.len(), 3, "three dashboards");
+    for dashboard in dashboards {
+        assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+        assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    }
     let deployment = docs.one("Deployment");
     assert_eq!(env(deployment, "RSSC_KUBE_QPS").unwrap()["value"], "100");
     assert_eq!(env(deployment, "RUST_BACKTRACE").unwrap()["value"], "1");
