@@ -641,7 +641,11 @@ impl State {
     /// while one of its runners runs a job, as the service does.
     pub fn delete_scale_set(&mut self, id: i64) -> Result<(), ApiError> {
         self.scale_set(id)?;
-        if self.runners.values().any(|r| r.scale_set_id == id && r.job.is_some()) {
+        if self
+            .runners
+            .values()
+            .any(|r| r.scale_set_id == id && r.job.is_some())
+        {
             return Err(ApiError::bad_request(format!(
                 "The runner scale set {id} cannot be deleted while its runners are running jobs."
             )));
@@ -1253,7 +1257,10 @@ mod tests {
         let jit = s.generate_jit(ss, "r1").unwrap();
         s.runner_start(&jit.encoded_jit_config).unwrap();
         let started = s.runner_start(&jit.encoded_jit_config).unwrap();
-        assert_eq!(started.name, "r1", "a runner restarted before a job reuses its JIT config");
+        assert_eq!(
+            started.name, "r1",
+            "a runner restarted before a job reuses its JIT config"
+        );
         let taken = s.runner_take_job(started.runner_id).unwrap().unwrap();
         assert!(
             s.runner_start(&jit.encoded_jit_config).is_err(),
