@@ -7,6 +7,7 @@ pub mod invariants;
 pub mod otlp;
 pub mod peaks;
 pub mod scenario;
+pub mod waterfall;
 
 use std::{
     path::{Path, PathBuf},

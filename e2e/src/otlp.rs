@@ -29,15 +29,27 @@ pub struct ReceivedSpan {
     pub name: String,
     /// String forms of its attributes.
     pub attributes: BTreeMap<String, String>,
-    /// Names of its events.
-    pub events: Vec<String>,
+    /// Start, in nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// End, in nanoseconds since the Unix epoch.
+    pub end_ns: u64,
+    /// Its events: name and time (nanoseconds since the Unix epoch).
+    pub events: Vec<(String, u64)>,
     /// Links' trace IDs.
     pub links: Vec<String>,
+}
+
+impl ReceivedSpan {
+    /// Whether it has an event named `name`.
+    pub fn has_event(&self, name: &str) -> bool {
+        self.events.iter().any(|(n, _)| n == name)
+    }
 }
 
 /// The receiver; it stops when dropped.
 pub struct OtlpReceiver {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
     endpoint: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,7 +60,8 @@ impl OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let store = spans.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let store = (spans.clone(), requests.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = store.clone();
@@ -61,7 +74,8 @@ impl OtlpReceiver {
                             if let (true, Ok(body)) = (ok, body)
                                 && let Ok(json) = serde_json::from_slice::<Value>(&body)
                             {
-                                store.lock().unwrap().extend(flatten(&json));
+                                store.0.lock().unwrap().extend(flatten(&json));
+                                store.1.lock().unwrap().push(json);
                             }
                             Ok::<_, Infallible>(
                                 Response::builder()
@@ -80,6 +94,7 @@ impl OtlpReceiver {
         });
         Self {
             spans,
+            requests,
             endpoint,
             task,
         }
@@ -93,6 +108,19 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap().clone()
+    }
+
+    /// Everything received, as one OTLP/JSON `ExportTraceServiceRequest` (what a collector's
+    /// file exporter writes), for tools that read OTLP files.
+    pub fn as_otlp_json(&self) -> Value {
+        let resource_spans: Vec<Value> = self
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["resourceSpans"].as_array().cloned().unwrap_or_default())
+            .collect();
+        serde_json::json!({ "resourceSpans": resource_spans })
     }
 
     /// Environment that makes a process export its traces here, quickly.
@@ -141,6 +169,12 @@ pub fn flatten(request: &Value) -> Vec<ReceivedSpan> {
         for scope in resource_spans["scopeSpans"].as_array().into_iter().flatten() {
             for span in scope["spans"].as_array().into_iter().flatten() {
                 let text = |k: &str| span[k].as_str().unwrap_or_default().to_owned();
+                let nanos = |v: &Value| {
+                    v.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or_else(|| v.as_u64())
+                        .unwrap_or_default()
+                };
                 out.push(ReceivedSpan {
                     service: service.clone(),
                     trace_id: text("traceId"),
@@ -148,11 +182,13 @@ pub fn flatten(request: &Value) -> Vec<ReceivedSpan> {
                     parent_span_id: text("parentSpanId"),
                     name: text("name"),
                     attributes: attributes(&span["attributes"]),
+                    start_ns: nanos(&span["startTimeUnixNano"]),
+                    end_ns: nanos(&span["endTimeUnixNano"]),
                     events: span["events"]
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), nanos(&e["timeUnixNano"]))))
                         .collect(),
                     links: span["links"]
                         .as_array()
@@ -178,9 +214,10 @@ mod tests {
             "scopeSpans": [{"spans": [{
                 "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
                 "parentSpanId": "", "name": "job",
+                "startTimeUnixNano": "1000", "endTimeUnixNano": "5000",
                 "attributes": [{"key": "repository", "value": {"stringValue": "octo/app"}},
                                {"key": "runner_request_id", "value": {"intValue": "7"}}],
-                "events": [{"name": "job acquired"}]
+                "events": [{"name": "job acquired", "timeUnixNano": "2000"}]
             }]}]
         }]});
         let spans = flatten(&request);
@@ -189,6 +226,7 @@ mod tests {
         assert_eq!((s.service.as_str(), s.name.as_str()), ("rssc-listener", "job"));
         assert_eq!(s.attributes["repository"], "octo/app");
         assert_eq!(s.attributes["runner_request_id"], "7");
-        assert_eq!(s.events, ["job acquired"]);
+        assert_eq!(s.events, [("job acquired".to_owned(), 2000)]);
+        assert_eq!((s.start_ns, s.end_ns), (1000, 5000));
     }
 }

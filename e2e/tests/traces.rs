@@ -49,10 +49,7 @@ async fn one_job_is_one_trace_from_offer_to_completion() {
         );
     }
     for event in ["job acquired", "job started", "job completed"] {
-        assert!(
-            job.events.iter().any(|e| e == event),
-            "the job span records {event:?}: {job:?}"
-        );
+        assert!(job.has_event(event), "the job span records {event:?}: {job:?}");
     }
 
     let in_trace = |name: &str| {
