@@ -46,6 +46,9 @@ pub fn can_take(
     }
 }
 
+/// How soon a failed renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
 /// A held lease.
 pub struct Leadership {
     api: Api<Lease>,
@@ -81,15 +84,21 @@ impl Leadership {
     /// replica may lead by then), then returns.
     pub async fn hold(&self) {
         let mut last_renewed = tokio::time::Instant::now();
+        let mut wait = self.config.renew_every;
         loop {
-            tokio::time::sleep(self.config.renew_every).await;
+            tokio::time::sleep(wait).await;
             match try_take(&self.api, &self.config).await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(true) => {
+                    last_renewed = tokio::time::Instant::now();
+                    wait = self.config.renew_every;
+                }
                 Ok(false) => {
                     warn!(lease = %self.config.name, "another replica took the lease");
                     return;
                 }
                 Err(err) => {
+                    // Retried soon, so a few failed writes in a row do not cost the lease.
+                    wait = RENEW_RETRY.min(self.config.renew_every);
                     debug!(error = %err, "renewing the lease failed");
                     if last_renewed.elapsed() >= self.config.duration {
                         warn!(lease = %self.config.name, "could not renew the lease in time; stepping down");
@@ -169,12 +178,12 @@ async fn try_take(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
                 ..spec
             });
             // The resourceVersion in `lease` makes this a compare-and-swap: two candidates
-            // cannot both win.
-            match api.replace(&config.name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            }
+            // cannot both win. A conflict only says the Lease changed since it was read, not
+            // that someone else holds it: it is an error, so the holder retries (reading the
+            // Lease again) until the lease duration runs out instead of stepping down at once.
+            api.replace(&config.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| true)
         }
     }
 }
