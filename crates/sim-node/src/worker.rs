@@ -27,6 +27,11 @@ use crate::{
     summary::PodKind,
 };
 
+/// How often a failed status write is tried (the kubelet retries until it succeeds).
+const STATUS_WRITE_ATTEMPTS: u32 = 20;
+/// Wait between status write attempts.
+const STATUS_WRITE_RETRY: Duration = Duration::from_millis(250);
+
 /// Message from the simulator's loop to a pod's worker.
 #[derive(Debug)]
 pub(crate) enum PodEvent {
@@ -318,16 +323,27 @@ impl Worker {
             }
         });
         let patch = json!({"metadata": {"uid": self.uid}, "status": status});
-        match self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => self.gone = true,
-            Err(e) => self
-                .shared
-                .update(|s| s.error(format!("writing status of {}: {e}", self.key))),
+        // A kubelet's status manager keeps syncing until the API has the status; a write lost
+        // to a conflict or a server error would otherwise leave the pod's last state unknown.
+        for attempt in 1..=STATUS_WRITE_ATTEMPTS {
+            match self
+                .api
+                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    self.gone = true;
+                    break;
+                }
+                Err(e) => {
+                    self.shared
+                        .update(|s| s.error(format!("writing status of {}: {e}", self.key)));
+                    if attempt < STATUS_WRITE_ATTEMPTS {
+                        tokio::time::sleep(STATUS_WRITE_RETRY).await;
+                    }
+                }
+            }
         }
         self.last = Some(status);
         let terminal = matches!(status::phase(&self.run), "Succeeded" | "Failed");
