@@ -106,6 +106,15 @@ pub fn classify(pod: Option<&Pod>, facts: RunnerFacts, now: Timestamp, pending_t
         .flatten()
         .find(|c| c.name == RUNNER_CONTAINER);
 
+    // An evicted Pod's containers are terminated too (exit 137, reason `Error`): the eviction,
+    // not the exit, says what happened.
+    if status.phase.as_deref() == Some("Failed") && status.reason.as_deref() == Some("Evicted") {
+        return replace(
+            &facts,
+            "Evicted",
+            runner.and_then(terminated).map(|(code, _)| code),
+        );
+    }
     if let Some((code, reason)) = runner.and_then(terminated) {
         return match code {
             0 => Outcome::Succeeded,
@@ -330,6 +339,14 @@ mod tests {
         evicted.status.as_mut().unwrap().reason = Some("Evicted".to_owned());
         let outcome = classify(Some(&evicted), facts(), now(), TIMEOUT);
         assert!(matches!(outcome, Outcome::Replace(f) if f.reason == "Evicted"));
+        // As a kubelet reports it: the runner container killed as well.
+        let mut evicted = runner_exited(137, "Error");
+        evicted.status.as_mut().unwrap().reason = Some("Evicted".to_owned());
+        let outcome = classify(Some(&evicted), facts(), now(), TIMEOUT);
+        assert!(
+            matches!(outcome, Outcome::Replace(f) if f.reason == "Evicted" && f.exit_code == Some(137)),
+            "an eviction is not retried like a crash"
+        );
     }
 
     #[test]
