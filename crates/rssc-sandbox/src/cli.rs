@@ -29,6 +29,11 @@ pub struct Args {
     #[arg(long, env = "RSSC_SANDBOX_REPORT", value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Export the binaries' OpenTelemetry traces to this file (OTLP JSON), and print where the
+    /// slowest jobs' time went.
+    #[arg(long, env = "RSSC_SANDBOX_TRACES", value_name = "FILE")]
+    pub traces: Option<PathBuf>,
+
     /// Print plain lines even on a terminal.
     #[arg(long, env = "RSSC_SANDBOX_PLAIN")]
     pub plain: bool,

@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunnerSet, RunnerSet};
-use rssc_e2e::{Harness, HarnessOptions, PAT};
+use rssc_e2e::{Harness, HarnessOptions, PAT, otlp::OtlpReceiver};
 use rssc_sim_github::{FakeGitHub, JobState};
 use rssc_sim_node::{PodKind, Summary, config::SIMULATED_NODE_LABEL};
 use serde_json::Value;
@@ -67,12 +67,17 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         "rssc-sandbox: starting the Kubernetes API test server, the fake GitHub, the node simulator \
          and rssc-controller; installing the CRDs from deploy/crds/",
     );
+    // Traces go to a receiver here; the controller passes the variables on to the listener.
+    let traces = match &args.traces {
+        Some(_) => Some(OtlpReceiver::start().await),
+        None => None,
+    };
     let harness = Harness::start_with(
         "sandbox",
         HarnessOptions {
             bin_dir: Some(bin_dir.clone()),
             crds: Some(crds),
-            ..HarnessOptions::default()
+            controller_env: traces.as_ref().map(OtlpReceiver::env).unwrap_or_default(),
         },
     )
     .await;
@@ -81,6 +86,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => binaries::profile_of(&bin_dir).unwrap_or_else(|| "unknown".to_owned()),
     };
     let result = play(&harness, &args, &profile, &samples, &mut display).await;
+    if let (Some(receiver), Some(path), Ok(_)) = (&traces, &args.traces, &result) {
+        write_traces(&harness, receiver, path, &mut display).await?;
+    }
     match &result {
         Ok(outcome) => {
             if args.keep && *outcome != Outcome::Interrupted {
@@ -98,6 +106,46 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     result
+}
+
+/// Writes the traces received to `path` once every completed job's trace arrived (or after a
+/// bounded wait), and shows the slowest jobs' waterfalls.
+async fn write_traces(
+    h: &Harness,
+    receiver: &OtlpReceiver,
+    path: &Path,
+    display: &mut Display,
+) -> anyhow::Result<()> {
+    let completed = h.github.with_state(|s| {
+        s.jobs
+            .values()
+            .filter(|j| j.state == rssc_sim_github::JobState::Completed)
+            .count()
+    });
+    let finished_job_traces = || {
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.name == "job" && s.attributes.contains_key("result"))
+            .count()
+    };
+    // Spans leave the processes in batches every 200 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while finished_job_traces() < completed && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let json = serde_json::to_string(&receiver.as_otlp_json()).context("serializing the traces")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    display.message(&format!(
+        "\nWhere the slowest jobs' time went (from their traces):\n\n{}",
+        rssc_e2e::waterfall::waterfalls(&receiver.spans(), 3, 40)
+    ));
+    display.message(&format!(
+        "rssc-sandbox: {} spans written to {} (OTLP JSON)",
+        receiver.spans().len(),
+        path.display()
+    ));
+    Ok(())
 }
 
 /// What the scenario driver tells the display.

@@ -13,6 +13,7 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     let dir = std::env::temp_dir().join(format!("rssc-sandbox-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
+    let traces_path = dir.join("traces.json");
     // The binaries as the end-to-end tests build them: building them with the sandbox's own
     // feature set as well would compile their dependencies a second time.
     let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries)
@@ -21,6 +22,8 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rssc-sandbox"))
         .args(["--jobs", "5", "--timeout-seconds", "240", "--report"])
         .arg(&report_path)
+        .arg("--traces")
+        .arg(&traces_path)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .stdin(std::process::Stdio::null())
@@ -53,6 +56,19 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     assert!(stdout.contains("phase") || stdout.contains("burst:"), "{stdout}");
     assert!(stdout.contains("Jobs completed: 6 of 6"), "{stdout}");
     assert!(!stdout.contains(rssc_e2e::PAT), "the token appears in the output");
+
+    // The traces: an OTLP/JSON file with a finished job trace per job, and their waterfalls.
+    let traces: Value = serde_json::from_str(&std::fs::read_to_string(&traces_path).unwrap()).unwrap();
+    let spans = rssc_e2e::otlp::flatten(&traces);
+    let jobs = spans
+        .iter()
+        .filter(|s| s.name == "job" && s.attributes.get("result").map(String::as_str) == Some("succeeded"))
+        .count();
+    assert_eq!(jobs, 6, "a finished trace per job in {}", traces_path.display());
+    assert!(
+        stdout.contains("Where the slowest jobs' time went") && stdout.contains("pod.create"),
+        "no waterfall:\n{stdout}"
+    );
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let int = |pointer: &str| {
