@@ -76,12 +76,8 @@ permissions it holds itself (no `escalate` is granted, which would allow any Rol
   resources: ["ephemeralrunners"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["scaleset.actions.github.com"]
-  resources: ["autoscalesets/status", "runnersets/status", "ephemeralrunners/status"]
+  resources: ["autoscalesets/status", "runnersets/status", "ephemeralrunnersets/status", "ephemeralrunners/status"]
   verbs: ["patch"]
-# `get`: granted to each listener by its Role.
-- apiGroups: ["scaleset.actions.github.com"]
-  resources: ["ephemeralrunnersets/status"]
-  verbs: ["get", "patch"]
 # Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
 - apiGroups: ["scaleset.actions.github.com"]
   resources: ["runnersets/finalizers", "ephemeralrunnersets/finalizers", "ephemeralrunners/finalizers"]
@@ -107,8 +103,8 @@ permissions it holds itself (no `escalate` is granted, which would allow any Rol
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "patch"]
-# Events of the controller; the core group ones are granted to listeners.
-- apiGroups: ["", "events.k8s.io"]
+# Events of the controller.
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 # Listener Deployments.

@@ -164,8 +164,10 @@ fn with_component(base: &BTreeMap<String, String>, component: &str) -> BTreeMap<
     labels
 }
 
-/// Exactly what the listener does: patch its own EphemeralRunnerSet (replicas, its status),
-/// record jobs on runners' status, read its own config Secret, and emit Events.
+/// Exactly what the listener does: read and patch its own EphemeralRunnerSet (replicas, its
+/// status), record jobs on runners' status, and follow its own config Secret (a watch selected
+/// by name). crates/chart-tests/tests/rbac.rs runs the listener binary and checks this is all
+/// it uses.
 fn rules(config: &ListenerConfig, listener: &str) -> Vec<PolicyRule> {
     let group = rssc_api::consts::GROUP.to_owned();
     let rule = |groups: &[&str], resources: &[&str], names: Option<Vec<String>>, verbs: &[&str]| PolicyRule {
@@ -181,18 +183,17 @@ fn rules(config: &ListenerConfig, listener: &str) -> Vec<PolicyRule> {
             &[&group],
             &["ephemeralrunnersets"],
             ers.clone(),
-            &["get", "list", "watch", "patch"],
+            &["get", "patch"],
         ),
-        rule(&[&group], &["ephemeralrunnersets/status"], ers, &["get", "patch"]),
+        rule(&[&group], &["ephemeralrunnersets/status"], ers, &["patch"]),
         // Runner names are generated, so this cannot be narrowed by name; status only.
         rule(&[&group], &["ephemeralrunners/status"], None, &["patch"]),
         rule(
             &[""],
             &["secrets"],
             Some(vec![listener.to_owned()]),
-            &["get", "list", "watch"],
+            &["list", "watch"],
         ),
-        rule(&["", "events.k8s.io"], &["events"], None, &["create", "patch"]),
     ]
 }
 
