@@ -76,7 +76,12 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     async move {
         let user_agent = format!("listener; scale-set-id={}", config.scale_set_id);
         let github = config::github_client(&config, &user_agent)?;
-        let kube = kube::Client::try_default().await?;
+        // No client-side rate limit: one listener makes a few requests per job.
+        let unlimited = rssc_runtime::kube_client::KubeArgs {
+            kube_qps: 0,
+            kube_burst: 0,
+        };
+        let kube = rssc_runtime::kube_client::client(&unlimited).await?;
 
         let mut registry = Registry::default();
         let scope = rssc_github::GitHubConfig::parse(&config.github_config_url)

@@ -153,8 +153,8 @@ impl ListenerMetrics {
             "Jobs assigned but not yet running (assigned - running)",
             m.queue_depth,
         );
-        // The listener's own counters and its GitHub client's carry the scale set's labels, so
-        // alerts can name the scale set whatever labels the scrape adds.
+        // The listener's own counters and its GitHub and Kubernetes clients' carry the scale
+        // set's labels, so alerts can name the scale set whatever labels the scrape adds.
         let labels = &metrics.labels;
         let registry = registry.sub_registry_with_labels(
             [
@@ -189,6 +189,7 @@ impl ListenerMetrics {
             m.poll_duration,
         );
         registry.register_collector(Box::new(GitHubCollector(client.shared_metrics())));
+        rssc_runtime::kube_client::request_metrics().register(registry);
         metrics
     }
 
@@ -362,9 +363,18 @@ mod tests {
             "{text}"
         );
         metrics.session_conflicts.inc();
+        let call = rssc_runtime::kube_client::KubeCall {
+            verb: "patch",
+            resource: "ephemeralrunnersets".into(),
+        };
+        rssc_runtime::kube_client::request_metrics().record(&call, Some(200), Duration::from_millis(2));
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         let line = format!("rssc_listener_session_conflicts_total{{{scale_set}}} 1");
+        assert!(text.contains(&line), "missing {line} in\n{text}");
+        let line = format!(
+            r#"rssc_kube_requests_total{{{scale_set},verb="patch",resource="ephemeralrunnersets",status_class="2xx"}}"#
+        );
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
 }
