@@ -54,21 +54,10 @@ async fn pod_uid(t: &Target, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     let t = Target::new("failures").await;
-    let (fake, ca) = github().await;
-    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
-        .await
-        .unwrap();
+    let support::RunnerSetup {
+        controllers, asss, ..
+    } = support::runner_setup(&t, support::settings()).await;
+    support::create_runner_set(&t, &asss, 1).await;
     eventually("a runner with a Pod", || async {
         match only_runner(&t).await {
             Some(r) => pod_uid(&t, &r.name_any()).await.is_some(),
@@ -181,7 +170,6 @@ async fn pods(t: &Target) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_room() {
     let t = Target::new("quota").await;
-    let (fake, ca) = github().await;
     let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}
     }))
@@ -195,21 +183,10 @@ async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_ro
         quota.status.and_then(|s| s.hard).is_some()
     })
     .await;
-    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    let set = support::runner_set_for(&t, &asss, 2);
-    t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &set)
-        .await
-        .unwrap();
+    let support::RunnerSetup {
+        controllers, asss, ..
+    } = support::runner_setup(&t, support::settings()).await;
+    let set = support::create_runner_set(&t, &asss, 2).await;
 
     eventually("one runner is refused by the quota, with a condition", || async {
         let runners = t
@@ -316,21 +293,13 @@ async fn pod_runs(t: &Target, pod: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_that_lose_their_job_or_pod_are_deregistered_and_replaced() {
     let t = Target::new("lost-runners").await;
-    let (fake, ca) = github().await;
-    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
-        .await
-        .unwrap();
+    let support::RunnerSetup {
+        fake,
+        controllers,
+        asss,
+        ..
+    } = support::runner_setup(&t, support::settings()).await;
+    support::create_runner_set(&t, &asss, 1).await;
     let mut seen = Vec::new();
 
     // A crash after the job started: the JIT configuration is spent.
@@ -382,25 +351,17 @@ async fn runners_that_lose_their_job_or_pod_are_deregistered_and_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_pending_past_the_timeout_is_replaced() {
     let t = Target::new("pending-timeout").await;
-    let (fake, ca) = github().await;
     let settings = rssc_controller::context::Settings {
         pending_timeout: std::time::Duration::from_secs(2),
         ..support::settings()
     };
-    let ctx = Arc::new(Context::new(t.client.clone(), settings));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 1))
-        .await
-        .unwrap();
+    let support::RunnerSetup {
+        fake,
+        controllers,
+        asss,
+        ..
+    } = support::runner_setup(&t, settings).await;
+    support::create_runner_set(&t, &asss, 1).await;
     // No node runs the Pod, so it stays Pending.
     let (name, id) = the_runner_with_a_pod(&t, &[]).await;
     replaced_and_deregistered(&t, &fake, &name, id).await;

@@ -73,10 +73,7 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
     );
     let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
     let scale_set_id = asss.status.as_ref().unwrap().scale_set_id.unwrap();
-    t.api::<EphemeralRunnerSet>()
-        .create(&PostParams::default(), &support::runner_set_for(&t, &asss, 0))
-        .await
-        .unwrap();
+    support::create_runner_set(&t, &asss, 0).await;
 
     // A decision for two runners: two registered runners, each with its JIT Secret and Pod.
     decide(&t, 2, 1).await;
@@ -247,17 +244,12 @@ fn template_hash(runner: &EphemeralRunner) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_template_replaces_idle_and_pending_runners_while_busy_ones_finish_their_job() {
     let t = Target::new("rollout").await;
-    let (fake, ca) = github().await;
-    let ctx = Arc::new(Context::new(t.client.clone(), support::settings()));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let support::RunnerSetup {
+        fake,
+        controllers,
+        asss,
+        ..
+    } = support::runner_setup(&t, support::settings()).await;
     let set = support::runner_set_for(&t, &asss, 0);
     let old_hash = set.spec.runner_template.metadata.as_ref().unwrap().labels[labels::POD_SPEC_HASH].clone();
     t.api::<EphemeralRunnerSet>()

@@ -286,3 +286,48 @@ pub fn runner_set_for(t: &Target, asss: &AutoscaleSet, replicas: i32) -> Ephemer
         },
     )
 }
+
+/// A test's runner-making setup: the fake GitHub, the controllers that make runners, and the
+/// registered `linux` AutoscaleSet.
+pub struct RunnerSetup {
+    /// The fake GitHub.
+    pub fake: Arc<FakeGitHub>,
+    /// Its CA certificate.
+    pub ca: String,
+    /// The AutoscaleSet, EphemeralRunnerSet and EphemeralRunner controllers.
+    pub controllers: Controllers,
+    /// The registered AutoscaleSet.
+    pub asss: AutoscaleSet,
+}
+
+/// Starts the AutoscaleSet, EphemeralRunnerSet and EphemeralRunner controllers with `settings`
+/// and registers the `linux` AutoscaleSet.
+pub async fn runner_setup(t: &Target, settings: rssc_controller::context::Settings) -> RunnerSetup {
+    let (fake, ca) = github().await;
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = registered_autoscale_set(t, &fake, &ca).await;
+    RunnerSetup {
+        fake,
+        ca,
+        controllers,
+        asss,
+    }
+}
+
+/// Creates [`runner_set_for`] `asss` with `replicas` and returns it.
+pub async fn create_runner_set(t: &Target, asss: &AutoscaleSet, replicas: i32) -> EphemeralRunnerSet {
+    let set = runner_set_for(t, asss, replicas);
+    t.api::<EphemeralRunnerSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+    set
+}
