@@ -425,6 +425,7 @@ async fn a_listener_pod_runs_the_real_binary_scales_and_stops_on_deletion() {
                 image: "ghcr.io/rssc/listener:test".into(),
                 log_level: "debug".into(),
                 log_format: "text".into(),
+                otel_env: Vec::new(),
             },
         )
         .expect("the listener objects build");
