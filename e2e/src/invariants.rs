@@ -26,6 +26,10 @@ pub struct Expect {
     pub runner_sets: Vec<String>,
     /// Secrets planted besides the harness's token, which no log may contain.
     pub secrets: Vec<String>,
+    /// Jobs may have been un-assigned and offered again because no runner took them within
+    /// the fake's assignment timeout (they still must run exactly once). Only for scenarios
+    /// whose faults can delay runners that long.
+    pub allow_reoffers: bool,
 }
 
 impl Expect {
@@ -36,6 +40,7 @@ impl Expect {
             failed_jobs: Vec::new(),
             runner_sets: vec![RUNNER_SET.to_owned()],
             secrets: Vec::new(),
+            allow_reoffers: false,
         }
     }
 }
@@ -53,8 +58,8 @@ pub fn jobs_ran_once(h: &Harness, expect: &Expect) {
         for (id, job) in &s.jobs {
             assert_eq!(job.state, JobState::Completed, "job {id} completed");
             assert_eq!(job.run_count, 1, "job {id} ran exactly once");
-            assert_eq!(
-                job.reoffers, 0,
+            assert!(
+                expect.allow_reoffers || job.reoffers == 0,
                 "job {id} was never un-assigned and re-queued for want of a runner"
             );
             let want = if expect.failed_jobs.contains(id) {
@@ -69,24 +74,31 @@ pub fn jobs_ran_once(h: &Harness, expect: &Expect) {
 
 /// No runner Pod stopped while it ran a job, except those the scenario killed on purpose:
 /// a runner removed (its Pod deleted, evicted or killed) mid-job shows as a job taken and never
-/// finished.
-pub fn no_busy_runner_removed(h: &Harness, expect: &Expect) {
+/// finished. Waits a moment, since a runner records its finish just after GitHub has it.
+pub async fn no_busy_runner_removed(h: &Harness, expect: &Expect) {
     let Some(nodes) = h.nodes.as_ref() else {
         return;
     };
-    let interrupted: BTreeSet<i64> = nodes
-        .summary()
-        .pods
-        .values()
-        .filter_map(|p| p.runner.as_ref())
-        .filter(|r| !r.finished)
-        .filter_map(|r| r.job_id)
-        .collect();
     let allowed: BTreeSet<i64> = expect.failed_jobs.iter().copied().collect();
+    let interrupted = || -> BTreeSet<i64> {
+        nodes
+            .summary()
+            .pods
+            .values()
+            .filter_map(|p| p.runner.as_ref())
+            .filter(|r| !r.finished)
+            .filter_map(|r| r.job_id)
+            .filter(|j| !allowed.contains(j))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !interrupted().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = interrupted();
     assert!(
-        interrupted.is_subset(&allowed),
-        "runners were stopped while running jobs {:?}",
-        interrupted.difference(&allowed).collect::<Vec<_>>()
+        left.is_empty(),
+        "runners were stopped while running jobs {left:?}"
     );
 }
 
@@ -94,7 +106,7 @@ pub fn no_busy_runner_removed(h: &Harness, expect: &Expect) {
 /// invariant holds, then stops the harness.
 pub async fn teardown_and_check(h: Harness, expect: Expect) {
     jobs_ran_once(&h, &expect);
-    no_busy_runner_removed(&h, &expect);
+    no_busy_runner_removed(&h, &expect).await;
     for rs in &expect.runner_sets {
         h.api::<RunnerSet>()
             .delete(rs, &DeleteParams::default())
@@ -130,7 +142,7 @@ pub async fn teardown_and_check(h: Harness, expect: Expect) {
     });
     // Checked again: nothing ran late while everything was torn down.
     jobs_ran_once(&h, &expect);
-    no_busy_runner_removed(&h, &expect);
+    no_busy_runner_removed(&h, &expect).await;
     let logs = h.all_logs();
     assert!(!logs.is_empty(), "the processes wrote logs");
     for secret in std::iter::once(PAT).chain(expect.secrets.iter().map(String::as_str)) {
