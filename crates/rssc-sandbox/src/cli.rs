@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::plan::ScenarioName;
 
@@ -29,6 +29,11 @@ pub struct Args {
     #[arg(long, env = "RSSC_SANDBOX_REPORT", value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Install the CRDs, the AutoscaleSet and the RunnerSet from the raw manifests in deploy/, or
+    /// render them from the Helm charts in charts/ (installs helm into .tools/ on first use).
+    #[arg(long, env = "RSSC_SANDBOX_INSTALL", value_enum, default_value_t = InstallFrom::Manifests)]
+    pub install: InstallFrom,
+
     /// Export the binaries' OpenTelemetry traces to this file (OTLP JSON), and print where the
     /// slowest jobs' time went.
     #[arg(long, env = "RSSC_SANDBOX_TRACES", value_name = "FILE")]
@@ -50,4 +55,13 @@ pub struct Args {
     /// Give up when the scenario has not finished after this many seconds.
     #[arg(long, env = "RSSC_SANDBOX_TIMEOUT_SECONDS", default_value_t = 900)]
     pub timeout_seconds: u64,
+}
+
+/// Where the sandbox takes what it installs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstallFrom {
+    /// `deploy/crds/` and `deploy/samples/`.
+    Manifests,
+    /// `charts/rssc-controller` (its CRDs) and `charts/rssc-scale-set`, via `helm template`.
+    Charts,
 }

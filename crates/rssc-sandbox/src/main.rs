@@ -1,6 +1,7 @@
 //! The `rssc-sandbox` binary: the README's first command.
 
 mod binaries;
+mod charts;
 mod cli;
 mod decisions;
 mod display;

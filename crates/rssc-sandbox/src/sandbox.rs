@@ -19,8 +19,9 @@ use rssc_sim_node::{PodKind, Summary, config::SIMULATED_NODE_LABEL};
 use serde_json::Value;
 
 use crate::{
-    binaries,
+    binaries, charts,
     cli::Args,
+    cli::InstallFrom,
     decisions::{Decision, LineReader},
     display::{self, Display, Snapshot},
     endpoints, manifests, memory, observe,
@@ -52,7 +53,15 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         .deploy_dir
         .clone()
         .unwrap_or_else(|| binaries::workspace_root().join("deploy"));
-    let crds = manifests::load_crds(&deploy)?;
+    let root = binaries::workspace_root();
+    let helm = match args.install {
+        InstallFrom::Manifests => None,
+        InstallFrom::Charts => Some(charts::helm(&root)?),
+    };
+    let crds = match &helm {
+        None => manifests::load_crds(&deploy)?,
+        Some(helm) => charts::controller_chart_crds(helm, &root)?,
+    };
     let samples = manifests::load_samples(&deploy)?;
     let bin_dir = match &args.bin_dir {
         Some(dir) => {
@@ -63,10 +72,14 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => binaries::build()?,
     };
     let mut display = Display::new(args.plain);
-    display.message(
+    display.message(&format!(
         "rssc-sandbox: starting the Kubernetes API test server, the fake GitHub, the node simulator \
-         and rssc-controller; installing the CRDs from deploy/crds/",
-    );
+         and rssc-controller; installing the CRDs from {}",
+        match args.install {
+            InstallFrom::Manifests => "deploy/crds/",
+            InstallFrom::Charts => "charts/rssc-controller (helm template)",
+        }
+    ));
     // Traces go to a receiver here; the controller passes the variables on to the listener.
     let traces = match &args.traces {
         Some(_) => Some(OtlpReceiver::start().await),
@@ -85,7 +98,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         Some(_) => format!("prebuilt ({})", bin_dir.display()),
         None => binaries::profile_of(&bin_dir).unwrap_or_else(|| "unknown".to_owned()),
     };
-    let result = play(&harness, &args, &profile, &samples, &mut display).await;
+    let install = Install { helm, root, samples };
+    let result = play(&harness, &args, &profile, &install, &mut display).await;
     if let (Some(receiver), Some(path), Ok(_)) = (&traces, &args.traces, &result) {
         write_traces(&harness, receiver, path, &mut display).await?;
     }
@@ -148,6 +162,16 @@ async fn write_traces(
     Ok(())
 }
 
+/// What to install the scale set from.
+struct Install {
+    /// `helm`, when installing through the charts.
+    helm: Option<std::path::PathBuf>,
+    /// The repository.
+    root: std::path::PathBuf,
+    /// The sample manifests.
+    samples: manifests::Samples,
+}
+
 /// What the scenario driver tells the display.
 #[derive(Debug)]
 struct Progress {
@@ -168,7 +192,7 @@ async fn play(
     h: &Harness,
     args: &Args,
     profile: &str,
-    samples: &manifests::Samples,
+    install: &Install,
     display: &mut Display,
 ) -> anyhow::Result<Outcome> {
     let target = manifests::Target {
@@ -177,16 +201,33 @@ async fn play(
         ca: ("github-ca".to_owned(), "ca.pem".to_owned()),
         node_label: SIMULATED_NODE_LABEL.to_owned(),
     };
-    let m = manifests::point_at(samples, &target)?;
+    let m = manifests::point_at(&install.samples, &target)?;
+    let (m, source) = match &install.helm {
+        None => (
+            m,
+            format!(
+                "{}, {} and {}",
+                manifests::TOKEN_SECRET_SAMPLE,
+                manifests::AUTOSCALE_SET_SAMPLE,
+                manifests::RUNNER_SET_SAMPLE
+            ),
+        ),
+        Some(helm) => {
+            let values = charts::scale_set_values(&m, PAT, &h.namespace)?;
+            let chart = install.root.join("charts/rssc-scale-set");
+            let objects = charts::render(helm, &chart, &h.namespace, &values)?;
+            (
+                charts::scale_set_objects(&objects)?,
+                "the Secret, AutoscaleSet and RunnerSet rendered from charts/rssc-scale-set".to_owned(),
+            )
+        }
+    };
     apply::<Secret>(h, &m.token_secret).await?;
     apply::<AutoscaleSet>(h, &m.autoscale_set).await?;
     apply::<RunnerSet>(h, &m.runner_set).await?;
     let runner_set = name_of(&m.runner_set)?;
     display.message(&format!(
-        "rssc-sandbox: applied {}, {} and {} in namespace {}; waiting for the scale set and its listener",
-        manifests::TOKEN_SECRET_SAMPLE,
-        manifests::AUTOSCALE_SET_SAMPLE,
-        manifests::RUNNER_SET_SAMPLE,
+        "rssc-sandbox: applied {source} in namespace {}; waiting for the scale set and its listener",
         h.namespace
     ));
     let labels = wait_for_listener(h, &runner_set).await?;

@@ -160,3 +160,47 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_installs_through_the_helm_charts_as_well() {
+    let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries)
+        .await
+        .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rssc-sandbox"))
+        .args([
+            "--install",
+            "charts",
+            "--scenario",
+            "burst",
+            "--jobs",
+            "2",
+            "--timeout-seconds",
+            "240",
+        ])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the rssc-sandbox binary starts");
+    let output = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("rssc-sandbox did not finish within {LIMIT:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rssc-sandbox --install charts failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("installing the CRDs from charts/rssc-controller")
+            && stdout.contains("rendered from charts/rssc-scale-set"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Jobs completed: 2 of 2"), "{stdout}");
+    assert!(!stdout.contains(rssc_e2e::PAT), "the token appears in the output");
+}
