@@ -121,16 +121,26 @@ pub async fn teardown_and_check(h: Harness, expect: Expect) {
         count::<RunnerSet>(&h, "").await == 0 && count::<AutoscaleSet>(&h, "").await == 0
     })
     .await;
-    eventually(
-        "no EphemeralRunnerSet, runner, runner or listener Pod, or JIT Secret is left",
-        || async {
-            count::<EphemeralRunnerSet>(&h, "").await == 0
-                && count::<EphemeralRunner>(&h, "").await == 0
-                && count::<Pod>(&h, "scaleset.actions.github.com/component in (runner,listener)").await == 0
-                && count::<Secret>(&h, "scaleset.actions.github.com/component=runner-jit-config").await == 0
-        },
-    )
-    .await;
+    let left = || async {
+        let mut left = Vec::new();
+        left.extend(names::<EphemeralRunnerSet>(&h, "").await);
+        left.extend(names::<EphemeralRunner>(&h, "").await);
+        left.extend(names::<Pod>(&h, "scaleset.actions.github.com/component in (runner,listener)").await);
+        left.extend(names::<Secret>(&h, "scaleset.actions.github.com/component=runner-jit-config").await);
+        left
+    };
+    let deadline = std::time::Instant::now() + crate::WAIT;
+    loop {
+        let now = left().await;
+        if now.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "EphemeralRunnerSets, runners, runner or listener Pods or JIT Secrets are left: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     h.github.with_state(|s| {
         assert!(s.scale_sets.is_empty(), "the scale set is gone from GitHub");
         assert!(
@@ -149,4 +159,22 @@ pub async fn teardown_and_check(h: Harness, expect: Expect) {
         assert!(!logs.contains(secret), "a planted secret appears in a log");
     }
     h.stop().await;
+}
+
+/// `kind/name` of each `K` matching `selector`.
+async fn names<K>(h: &Harness, selector: &str) -> Vec<String>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    h.api::<K>()
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| format!("{}/{}", K::kind(&()), o.meta().name.clone().unwrap_or_default()))
+        .collect()
 }
