@@ -262,8 +262,6 @@ async fn github_faults_during_a_burst() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: under API write faults runner Pods can outlive their EphemeralRunners \
-            after teardown (docs/testing.md); run with --ignored"]
 async fn kubernetes_faults_during_a_burst() {
     let h = Harness::start("kube-faults").await;
     let Some(faults) = h.kube_faults().cloned() else {

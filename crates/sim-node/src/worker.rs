@@ -27,6 +27,9 @@ use crate::{
     summary::PodKind,
 };
 
+/// How often a kubelet-style deletion confirmation is tried before giving up.
+const CONFIRM_ATTEMPTS: u32 = 30;
+
 /// How often a failed status write is tried (the kubelet retries until it succeeds).
 const STATUS_WRITE_ATTEMPTS: u32 = 20;
 /// Wait between status write attempts.
@@ -412,7 +415,8 @@ impl Worker {
     }
 
     /// Deletes the pod with grace period 0 once its containers are stopped, as a kubelet
-    /// confirms a graceful deletion.
+    /// confirms a graceful deletion; like the kubelet, it keeps trying until the API server
+    /// took it (a failed confirmation would leave the pod terminating forever).
     async fn confirm_deletion(&mut self) {
         if self.gone {
             return;
@@ -425,12 +429,30 @@ impl Worker {
             }),
             ..DeleteParams::default()
         };
-        match self.api.delete(&self.name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => self
-                .shared
-                .update(|s| s.error(format!("deleting {}: {e}", self.key))),
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=CONFIRM_ATTEMPTS {
+            match self.api.delete(&self.name, &params).await {
+                Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => break,
+                Err(e) => {
+                    // A 409 is either the uid precondition (a pod of the same name replaced
+                    // this one: done) or a conflict worth another try; the pod itself says which.
+                    let ours = match self.api.get_opt(&self.name).await {
+                        Ok(Some(pod)) => pod.metadata.uid.as_deref() == Some(self.uid.as_str()),
+                        Ok(None) => false,
+                        Err(_) => true,
+                    };
+                    if !ours {
+                        break;
+                    }
+                    if attempt == CONFIRM_ATTEMPTS {
+                        self.shared
+                            .update(|s| s.error(format!("deleting {}: {e}", self.key)));
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
         }
         self.gone = true;
     }
