@@ -24,9 +24,10 @@ pub const EXIT_VERSION_DEPRECATED: i32 = 7;
 
 const BACKOFF_SECS: [u64; 6] = [0, 5, 10, 20, 40, 80];
 
-/// Delay before the Pod is recreated after `failures` failures.
+/// Delay before the Pod is recreated after `failures` failures: at once after the first,
+/// then 5, 10, 20, 40 and 80 s.
 pub fn retry_backoff(failures: usize) -> Duration {
-    Duration::from_secs(BACKOFF_SECS[failures.min(BACKOFF_SECS.len() - 1)])
+    Duration::from_secs(BACKOFF_SECS[failures.saturating_sub(1).min(BACKOFF_SECS.len() - 1)])
 }
 
 /// What the EphemeralRunner knows about itself.
@@ -261,6 +262,12 @@ mod tests {
     }
 
     #[test]
+    fn the_first_retry_is_immediate_then_the_backoff_doubles() {
+        let delays: Vec<u64> = (1..=7).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(delays, [0, 5, 10, 20, 40, 80, 80]);
+    }
+
+    #[test]
     fn no_pod_means_create_it_after_any_backoff() {
         assert_eq!(classify(None, facts(), now(), TIMEOUT), Outcome::CreatePod);
         let recent = RunnerFacts {
@@ -270,7 +277,8 @@ mod tests {
         };
         assert_eq!(
             classify(None, recent, now(), TIMEOUT),
-            Outcome::WaitBeforeRetry(Duration::from_secs(15))
+            Outcome::WaitBeforeRetry(Duration::from_secs(5)),
+            "the third failure waits 10 s, 5 s of which have passed"
         );
         let old = RunnerFacts {
             failures: 3,
