@@ -43,6 +43,17 @@ async fn only_runner(t: &Target) -> Option<EphemeralRunner> {
     (all.len() == 1).then(|| all.remove(0))
 }
 
+/// Whether an Event with `reason` was emitted in the test's namespace.
+async fn has_event(t: &Target, reason: &str) -> bool {
+    t.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason))
+}
+
 async fn pod_uid(t: &Target, name: &str) -> Option<String> {
     t.api::<Pod>()
         .get_opt(name)
@@ -101,14 +112,8 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     })
     .await;
     pod_exits(&t, &replacement, 7, "Error").await;
-    eventually("a RunnerVersionDeprecated Event", || async {
-        t.api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RunnerVersionDeprecated"))
+    eventually("a RunnerVersionDeprecated Event", || {
+        has_event(&t, "RunnerVersionDeprecated")
     })
     .await;
     eventually("the deprecated runner failed (and is then removed)", || async {
@@ -365,14 +370,8 @@ async fn a_runner_pending_past_the_timeout_is_replaced() {
     // No node runs the Pod, so it stays Pending.
     let (name, id) = the_runner_with_a_pod(&t, &[]).await;
     replaced_and_deregistered(&t, &fake, &name, id).await;
-    eventually("a PendingTimeout Event says why", || async {
-        t.api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("PendingTimeout"))
+    eventually("a PendingTimeout Event says why", || {
+        has_event(&t, "PendingTimeout")
     })
     .await;
     controllers.stop().await;

@@ -14,35 +14,19 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
     let traces_path = dir.join("traces.json");
-    // The binaries as the end-to-end tests build them: building them with the sandbox's own
-    // feature set as well would compile their dependencies a second time.
-    let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries)
-        .await
-        .unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rssc-sandbox"))
-        .args(["--jobs", "5", "--timeout-seconds", "240", "--report"])
-        .arg(&report_path)
-        .arg("--traces")
-        .arg(&traces_path)
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the rssc-sandbox binary starts");
-    let output = tokio::time::timeout(LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("rssc-sandbox did not finish within {LIMIT:?}"))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "rssc-sandbox failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let report = report_path.display().to_string();
+    let traces = traces_path.display().to_string();
+    let stdout = run_sandbox(&[
+        "--jobs",
+        "5",
+        "--timeout-seconds",
+        "240",
+        "--report",
+        &report,
+        "--traces",
+        &traces,
+    ])
+    .await;
 
     // Output that is not a terminal gets plain lines: no cursor movement, a line per decision.
     assert!(
@@ -163,20 +147,35 @@ async fn the_default_scenario_completes_every_job_and_reports_sane_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_installs_through_the_helm_charts_as_well() {
+    let stdout = run_sandbox(&[
+        "--install",
+        "charts",
+        "--scenario",
+        "burst",
+        "--jobs",
+        "2",
+        "--timeout-seconds",
+        "240",
+    ])
+    .await;
+    assert!(
+        stdout.contains("installing the CRDs from charts/rssc-controller")
+            && stdout.contains("rendered from charts/rssc-scale-set"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Jobs completed: 2 of 2"), "{stdout}");
+    assert!(!stdout.contains(rssc_e2e::PAT), "the token appears in the output");
+}
+
+/// Runs the sandbox binary with `args` (output not a terminal) on the binaries the end-to-end
+/// tests build (building them with the sandbox's own feature set as well would compile their
+/// dependencies a second time); fails the test unless it exits 0, and returns its output.
+async fn run_sandbox(args: &[&str]) -> String {
     let bin_dir = tokio::task::spawn_blocking(rssc_e2e::build_binaries)
         .await
         .unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rssc-sandbox"))
-        .args([
-            "--install",
-            "charts",
-            "--scenario",
-            "burst",
-            "--jobs",
-            "2",
-            "--timeout-seconds",
-            "240",
-        ])
+        .args(args)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .stdin(std::process::Stdio::null())
@@ -189,18 +188,12 @@ async fn it_installs_through_the_helm_charts_as_well() {
         .await
         .unwrap_or_else(|_| panic!("rssc-sandbox did not finish within {LIMIT:?}"))
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "rssc-sandbox --install charts failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "rssc-sandbox {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-    assert!(
-        stdout.contains("installing the CRDs from charts/rssc-controller")
-            && stdout.contains("rendered from charts/rssc-scale-set"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("Jobs completed: 2 of 2"), "{stdout}");
-    assert!(!stdout.contains(rssc_e2e::PAT), "the token appears in the output");
+    stdout
 }
