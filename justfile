@@ -13,6 +13,10 @@ test *args:
 sandbox *args:
     bash scripts/sandbox {{args}}
 
+# Run the benchmarks (release builds) and regenerate docs/benchmarks.md; e.g. `just bench --quick`.
+bench *args:
+    bash scripts/bench {{args}}
+
 # Check formatting and run clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check

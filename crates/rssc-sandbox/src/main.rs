@@ -1,22 +1,9 @@
 //! The `rssc-sandbox` binary: the README's first command.
 
-mod binaries;
-mod charts;
-mod cli;
-mod decisions;
-mod display;
-mod endpoints;
-mod manifests;
-mod memory;
-mod observe;
-mod plan;
-mod report;
-mod sandbox;
-mod stats;
-
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use rssc_sandbox::{cli, sandbox};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();

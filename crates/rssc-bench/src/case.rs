@@ -1,0 +1,381 @@
+//! One run of one scenario: start everything through the end-to-end harness, apply the scale
+//! sets, queue the jobs at once, wait until every job is done and every EphemeralRunner gone,
+//! then gather what happened and compute the figures.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::{
+    api::core::v1::Secret, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::api::{ListParams, Patch, PatchParams};
+use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunner, RunnerSet};
+use rssc_e2e::{Harness, HarnessOptions, PAT, otlp::OtlpReceiver};
+use rssc_sandbox::{
+    endpoints, manifests, memory, observe,
+    report::{self, JobRecord, RunData},
+};
+use rssc_sim_github::{JobSpec, JobState};
+use rssc_sim_node::{PodKind, config::SIMULATED_NODE_LABEL};
+use serde_json::Value;
+
+use crate::{
+    cpu,
+    figures::{self, Extras, Figures},
+    gone, limit,
+    plan::Case,
+    scale_sets,
+};
+
+/// What every run needs.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Directory of the controller and listener binaries.
+    pub bin_dir: PathBuf,
+    /// The CRDs to install.
+    pub crds: Vec<CustomResourceDefinition>,
+    /// The sample manifests.
+    pub samples: manifests::Samples,
+    /// The controller's and the limit client's settings.
+    pub client: limit::ClientSettings,
+    /// A run that has not finished by then fails.
+    pub timeout: Duration,
+}
+
+/// How long the scale sets and their listeners may take to come up.
+const STARTUP: Duration = Duration::from_secs(180);
+/// How long the listeners are left idle before their memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
+/// How often the run's progress is checked.
+const POLL: Duration = Duration::from_millis(200);
+/// How long to wait for the last spans (the binaries export every 200 ms).
+const SPAN_FLUSH: Duration = Duration::from_secs(10);
+/// The field manager of what the bench applies.
+const FIELD_MANAGER: &str = "rssc-bench";
+
+/// Runs `case` once and returns its figures.
+pub async fn run_once(case: &Case, env: &Env) -> anyhow::Result<Figures> {
+    let traces = OtlpReceiver::start().await;
+    let mut controller_env = traces.env();
+    controller_env.extend([
+        ("RSSC_KUBE_QPS".to_owned(), env.client.qps.to_string()),
+        ("RSSC_KUBE_BURST".to_owned(), env.client.burst.to_string()),
+        (
+            "RSSC_RUNNER_CONCURRENCY".to_owned(),
+            env.client.concurrency.to_string(),
+        ),
+        ("RSSC_LOG_LEVEL".to_owned(), "info".to_owned()),
+    ]);
+    let harness = Harness::start_with(
+        "bench",
+        HarnessOptions {
+            bin_dir: Some(env.bin_dir.clone()),
+            crds: Some(env.crds.clone()),
+            controller_env,
+        },
+    )
+    .await;
+    let result = play(&harness, case, env, &traces).await;
+    match &result {
+        Ok(_) => harness.stop().await,
+        // Dropping the harness kills the processes and keeps their logs.
+        Err(_) => eprintln!("rssc-bench: the logs stay in {}", harness.logs.display()),
+    }
+    result
+}
+
+async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> anyhow::Result<Figures> {
+    let target = manifests::Target {
+        github_base_url: h.github.base_url(),
+        token: PAT.to_owned(),
+        ca: ("github-ca".to_owned(), "ca.pem".to_owned()),
+        node_label: SIMULATED_NODE_LABEL.to_owned(),
+    };
+    let m = manifests::point_at(&env.samples, &target)?;
+    apply::<Secret>(h, &m.token_secret).await?;
+    let names = scale_sets::names(case.scale_sets);
+    for name in &names {
+        let (asset, runner_set) = scale_sets::pair(&m, name, case.max_runners)?;
+        apply::<AutoscaleSet>(h, &asset).await?;
+        apply::<RunnerSet>(h, &runner_set).await?;
+    }
+    let labels = wait_for_listeners(h, &names).await?;
+    // A measurement window, not a wait for a condition: the listeners' memory at rest.
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let listener_idle_kib = listener_pids(h)
+        .into_iter()
+        .filter_map(memory::read)
+        .map(|u| u.rss_kib)
+        .max();
+
+    h.github.clear_calls();
+    if let Some(faults) = h.kube_faults() {
+        faults.clear_log();
+    }
+    let (seen, mut watches) = observe::watch_runners(&h.client, &h.namespace);
+    let (gone, gone_watch) = gone::watch(h.api::<EphemeralRunner>());
+    watches.push(gone_watch);
+    let cpu_before = h.controller_pid().and_then(cpu::ticks);
+    let started = Instant::now();
+    for set_labels in &labels {
+        for _ in 0..case.jobs_per_scale_set {
+            h.github.queue_job(
+                JobSpec::for_labels(set_labels.iter().cloned())
+                    .with_duration(Duration::from_millis(case.job_ms)),
+            );
+        }
+    }
+    let total = case.jobs();
+    let deadline = started + env.timeout;
+    loop {
+        let done = h
+            .github
+            .with_state(|s| s.jobs.len() == total && s.jobs.values().all(|j| j.state == JobState::Completed));
+        let created = seen.snapshot().values().filter(|r| r.runner.is_some()).count();
+        if done
+            && gone.count() >= created
+            && h.api::<EphemeralRunner>()
+                .list(&ListParams::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let completed = h
+                .github
+                .with_state(|s| s.jobs.values().filter(|j| j.state == JobState::Completed).count());
+            bail!(
+                "{}: not finished after {:?} ({completed} of {total} jobs completed, {} of {created} \
+                 EphemeralRunners gone)",
+                case.name,
+                env.timeout,
+                gone.count()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu_ms = match (cpu_before, h.controller_pid().and_then(cpu::ticks)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1000.0 / cpu::ticks_per_second() as f64),
+        _ => None,
+    };
+    let controller_peak_kib = h.controller_pid().and_then(memory::read).map(|u| u.peak_kib);
+    let listener_peak_kib = listener_pids(h)
+        .into_iter()
+        .filter_map(memory::read)
+        .map(|u| u.peak_kib)
+        .max();
+    let spans = flushed_spans(h, traces).await;
+    watches.iter().for_each(tokio::task::JoinHandle::abort);
+
+    let data = run_data(h, case, elapsed, seen.snapshot());
+    let report = report::build(&data);
+    let summary = h
+        .nodes
+        .as_ref()
+        .map(rssc_sim_node::NodeSim::summary)
+        .unwrap_or_default();
+    let runner_of_job = runner_of_job(&summary);
+    let (finished, origin, last_finish) = h.github.with_state(|s| {
+        let finished: BTreeMap<String, SystemTime> = s
+            .jobs
+            .values()
+            .filter_map(|j| Some((runner_of_job.get(&j.id)?.clone(), j.finish_time()?)))
+            .collect();
+        (
+            finished,
+            s.jobs.values().map(|j| j.queue_time()).min(),
+            s.jobs.values().filter_map(|j| j.finish_time()).max(),
+        )
+    });
+    let objects = seen.snapshot();
+    let extras = Extras {
+        origin,
+        pods_seen: objects.values().filter_map(|r| r.pod).collect(),
+        finished,
+        runner_seen: objects
+            .iter()
+            .filter_map(|(name, r)| Some((name.clone(), r.runner?)))
+            .collect(),
+        gone: gone.snapshot(),
+        last_finish,
+        listener_idle_kib,
+        listener_peak_kib,
+        controller_peak_kib,
+        controller_cpu_ms: cpu_ms,
+        elapsed_s: elapsed.as_secs_f64(),
+        spans,
+    };
+    let mut f = figures::compute(&report, &extras);
+    if report.jobs.ran_more_than_once > 0 {
+        eprintln!(
+            "rssc-bench: {}: {} jobs ran more than once",
+            case.name, report.jobs.ran_more_than_once
+        );
+    }
+    if case.measure_limit {
+        let seconds = limit::measure(&h.cluster().kubeconfig, total, env.client).await?;
+        figures::add_limit(&mut f, total, seconds);
+    }
+    Ok(f)
+}
+
+/// The spans received once every completed job's span arrived, or after [`SPAN_FLUSH`].
+async fn flushed_spans(h: &Harness, traces: &OtlpReceiver) -> Vec<rssc_e2e::otlp::ReceivedSpan> {
+    let completed = h.github.with_state(|s| s.jobs.len());
+    let finished_jobs = || {
+        traces
+            .spans()
+            .iter()
+            .filter(|s| s.name == "job" && s.attributes.contains_key("result"))
+            .count()
+    };
+    let deadline = Instant::now() + SPAN_FLUSH;
+    while finished_jobs() < completed && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    traces.spans()
+}
+
+fn listener_pids(h: &Harness) -> Vec<u32> {
+    h.nodes
+        .as_ref()
+        .map(rssc_sim_node::NodeSim::summary)
+        .unwrap_or_default()
+        .pods
+        .values()
+        .filter(|p| p.kind == PodKind::Listener && !p.deleted)
+        .filter_map(|p| p.pid)
+        .collect()
+}
+
+fn runner_of_job(summary: &rssc_sim_node::Summary) -> BTreeMap<i64, String> {
+    summary
+        .pods
+        .iter()
+        .filter_map(|(key, pod)| {
+            let job = pod.runner.as_ref()?.job_id?;
+            Some((job, key.rsplit('/').next()?.to_owned()))
+        })
+        .collect()
+}
+
+fn run_data(
+    h: &Harness,
+    case: &Case,
+    elapsed: Duration,
+    runners: BTreeMap<String, report::RunnerObjects>,
+) -> RunData {
+    let calls = h.github.calls();
+    let acquired = endpoints::acquisitions(
+        calls
+            .iter()
+            .map(|c| (c.path.as_str(), c.status, c.at, c.body.as_str())),
+    );
+    let summary = h
+        .nodes
+        .as_ref()
+        .map(rssc_sim_node::NodeSim::summary)
+        .unwrap_or_default();
+    let runner_of_job = runner_of_job(&summary);
+    let jobs = h.github.with_state(|s| {
+        s.jobs
+            .values()
+            .map(|j| JobRecord {
+                id: j.id,
+                queued: j.queue_time(),
+                acquired: acquired.get(&j.id).copied(),
+                started: j.runner_assign_time(),
+                completed: j.state == JobState::Completed,
+                result: j.result.clone(),
+                run_count: j.run_count,
+                runner: runner_of_job.get(&j.id).cloned(),
+            })
+            .collect()
+    });
+    RunData {
+        scenario: case.name.clone(),
+        profile: String::new(),
+        jobs_planned: case.jobs(),
+        elapsed,
+        jobs,
+        runners,
+        github_calls: calls.iter().map(|c| (c.method.clone(), c.path.clone())).collect(),
+        kube_requests: h.kube_faults().map(|f| f.counts()),
+        memory: memory::Peaks::default(),
+    }
+}
+
+/// Waits until the fake GitHub has every scale set and every RunnerSet's listener is ready;
+/// returns each scale set's labels, in the order of `names`.
+async fn wait_for_listeners(h: &Harness, names: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let labels: Option<Vec<Vec<String>>> = h.github.with_state(|s| {
+            names
+                .iter()
+                .map(|n| {
+                    s.scale_sets
+                        .values()
+                        .find(|ss| &ss.name == n)
+                        .map(|ss| ss.labels.clone())
+                })
+                .collect()
+        });
+        let ready = h
+            .api::<RunnerSet>()
+            .list(&ListParams::default())
+            .await
+            .ok()
+            .map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|rs| {
+                        rs.status
+                            .as_ref()
+                            .and_then(|s| s.listener.as_ref())
+                            .is_some_and(|l| l.ready)
+                    })
+                    .count()
+            });
+        if let (Some(labels), true) = (labels, ready == names.len()) {
+            return Ok(labels);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{ready} of {} listeners came up within {STARTUP:?}; see the logs in {}",
+                names.len(),
+                h.logs.display()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn apply<K>(h: &Harness, manifest: &Value) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let name = manifest
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .context("a manifest has no metadata.name")?
+        .to_owned();
+    h.api::<K>()
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(manifest),
+        )
+        .await
+        .with_context(|| format!("applying {} {name}", K::kind(&())))?;
+    Ok(())
+}
