@@ -58,6 +58,9 @@ pub struct PodRecord {
     /// Process id of the running listener process (`None` while it is not running), so a test
     /// can kill it the way a crash would.
     pub pid: Option<u32>,
+    /// Loopback port of the running listener process's admin server (`/metrics`, `/healthz`,
+    /// `/readyz`): the simulator's stand-in for the Pod IP and its `admin` container port.
+    pub admin_port: Option<u16>,
 }
 
 impl PodRecord {
@@ -77,6 +80,7 @@ impl PodRecord {
             runner: (kind == PodKind::Runner).then(RunnerRecord::default),
             log_file: None,
             pid: None,
+            admin_port: None,
         }
     }
 }

@@ -981,11 +981,17 @@ impl Worker {
             }
         };
         let pid = child.id();
-        self.shared.pod(&self.key, &self.uid, |r| r.pid = pid);
+        self.shared.pod(&self.key, &self.uid, |r| {
+            r.pid = pid;
+            r.admin_port = Some(port);
+        });
         let exit = self
             .supervise_listener(&container, settings, port, &mut child)
             .await;
-        self.shared.pod(&self.key, &self.uid, |r| r.pid = None);
+        self.shared.pod(&self.key, &self.uid, |r| {
+            r.pid = None;
+            r.admin_port = None;
+        });
         exit
     }
 
