@@ -78,6 +78,13 @@ impl Metrics {
         s.requests += 1;
         s.total_latency += latency;
         s.max_latency = s.max_latency.max(latency);
+        // An endpoint's retry counter exists at 0 from its first call, so `increase()` and
+        // `rate()` see its first retry (a series that appears at 1 shows no increase).
+        self.retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(endpoint)
+            .or_default();
     }
 
     /// Records that an attempt of `endpoint` is being retried.
@@ -162,6 +169,16 @@ mod tests {
         let ok = rows.iter().find(|r| r.status_class == "2xx").unwrap();
         assert_eq!(ok.stats.total_latency, Duration::from_millis(20));
         assert_eq!(ok.stats.max_latency, Duration::from_millis(15));
+    }
+
+    #[test]
+    fn an_endpoints_retries_exist_at_zero_from_its_first_call() {
+        let m = Metrics::default();
+        m.record("get_message", Some(200), Duration::from_millis(5));
+        assert_eq!(m.retries(), vec![("get_message", 0)]);
+        m.record_retry("get_message");
+        m.record("get_message", Some(200), Duration::from_millis(5));
+        assert_eq!(m.retries(), vec![("get_message", 1)]);
     }
 
     #[test]

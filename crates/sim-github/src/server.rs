@@ -34,11 +34,45 @@ struct Shared {
     faults: Mutex<Faults>,
     fault_rng: Mutex<StdRng>,
     refuse: AtomicBool,
+    rest_rate_limit: Mutex<RestRateLimit>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Requests a personal access token may make to the REST API per hour on github.com.
+const REST_RATE_LIMIT: u64 = 5000;
+
+/// GitHub's primary REST rate limit, as its documentation describes the `x-ratelimit-*`
+/// headers every REST response carries: `limit` per hour, `used` so far in the window that
+/// resets at `reset` (Unix seconds). Counted for all callers together.
+#[derive(Debug, Default)]
+struct RestRateLimit {
+    reset: u64,
+    used: u64,
+}
+
+impl RestRateLimit {
+    /// Counts one request at `now` (Unix seconds) and returns the headers of its response.
+    fn count(&mut self, now: u64) -> [(&'static str, String); 5] {
+        if now >= self.reset {
+            self.reset = now + 3600;
+            self.used = 0;
+        }
+        self.used += 1;
+        [
+            ("x-ratelimit-limit", REST_RATE_LIMIT.to_string()),
+            (
+                "x-ratelimit-remaining",
+                REST_RATE_LIMIT.saturating_sub(self.used).to_string(),
+            ),
+            ("x-ratelimit-used", self.used.to_string()),
+            ("x-ratelimit-reset", self.reset.to_string()),
+            ("x-ratelimit-resource", "core".to_owned()),
+        ]
     }
 }
 
@@ -114,6 +148,7 @@ impl FakeGitHub {
             faults: Mutex::new(Faults::default()),
             fault_rng: Mutex::new(StdRng::seed_from_u64(seed.wrapping_add(1))),
             refuse: AtomicBool::new(false),
+            rest_rate_limit: Mutex::new(RestRateLimit::default()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), tls));
         let ticker = tokio::spawn({
@@ -530,7 +565,24 @@ async fn route(
 ) -> Resp {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match segs.as_slice() {
-        ["api", "v3", rest @ ..] => rest_api(shared, method, rest, headers, body),
+        ["api", "v3", rest @ ..] => {
+            let mut resp = rest_api(shared, method, rest, headers, body).unwrap_or_else(|e| error_resp(&e));
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let counted = shared
+                .rest_rate_limit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .count(now);
+            for (name, value) in counted {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().insert(name, value);
+                }
+            }
+            Ok(resp)
+        }
         ["_services", "pipelines", rest @ ..] => {
             if query_param(query, "api-version").is_none() {
                 Err(ApiError::bad_request(
@@ -824,5 +876,25 @@ async fn long_poll(shared: &Arc<Shared>, query: Option<&str>, headers: &HeaderMa
             _ = notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_rate_limit_headers_count_down_and_reset_hourly() {
+        let mut limit = RestRateLimit::default();
+        let first = limit.count(1_000);
+        assert_eq!(first[0], ("x-ratelimit-limit", "5000".to_owned()));
+        assert_eq!(first[1], ("x-ratelimit-remaining", "4999".to_owned()));
+        assert_eq!(first[3], ("x-ratelimit-reset", "4600".to_owned()));
+        let second = limit.count(2_000);
+        assert_eq!(second[1], ("x-ratelimit-remaining", "4998".to_owned()));
+        assert_eq!(second[2], ("x-ratelimit-used", "2".to_owned()));
+        let next_hour = limit.count(4_600);
+        assert_eq!(next_hour[1], ("x-ratelimit-remaining", "4999".to_owned()));
+        assert_eq!(next_hour[3], ("x-ratelimit-reset", "8200".to_owned()));
     }
 }
