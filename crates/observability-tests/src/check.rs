@@ -224,6 +224,74 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// One vector selector of an expression: the metric it names and the labels its matchers use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// The metric's name.
+    pub metric: String,
+    /// Label names its matchers use (`__name__` left out).
+    pub labels: BTreeSet<String>,
+}
+
+/// Every vector selector in `query` (inside range selectors, calls, aggregations and operators).
+pub fn selectors(query: &str) -> Result<Vec<Selector>, String> {
+    let expr = parser::parse(query).map_err(|e| format!("does not parse: {e}"))?;
+    let mut found = Vec::new();
+    collect_selectors(&expr, &mut found)?;
+    Ok(found)
+}
+
+fn collect_selectors(expr: &Expr, found: &mut Vec<Selector>) -> Result<(), String> {
+    match expr {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+        Expr::Paren(p) => collect_selectors(&p.expr, found)?,
+        Expr::Unary(u) => collect_selectors(&u.expr, found)?,
+        Expr::Subquery(s) => collect_selectors(&s.expr, found)?,
+        Expr::VectorSelector(vs) => found.push(selector_of(vs)?),
+        Expr::MatrixSelector(ms) => found.push(selector_of(&ms.vs)?),
+        Expr::Call(call) => {
+            for arg in &call.args.args {
+                collect_selectors(arg, found)?;
+            }
+        }
+        Expr::Aggregate(agg) => {
+            collect_selectors(&agg.expr, found)?;
+            if let Some(param) = &agg.param {
+                collect_selectors(param, found)?;
+            }
+        }
+        Expr::Binary(bin) => {
+            collect_selectors(&bin.lhs, found)?;
+            collect_selectors(&bin.rhs, found)?;
+        }
+        Expr::Extension(_) => return Err("extension expressions are not PromQL".into()),
+    }
+    Ok(())
+}
+
+fn selector_of(vs: &VectorSelector) -> Result<Selector, String> {
+    let metric = vs
+        .name
+        .clone()
+        .or_else(|| {
+            vs.matchers
+                .matchers
+                .iter()
+                .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+                .map(|m| m.value.clone())
+        })
+        .ok_or_else(|| format!("selector {vs} names no metric"))?;
+    let labels = vs
+        .matchers
+        .matchers
+        .iter()
+        .chain(vs.matchers.or_matchers.iter().flatten())
+        .filter(|m| m.name != "__name__")
+        .map(|m| m.name.clone())
+        .collect();
+    Ok(Selector { metric, labels })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +354,25 @@ mod tests {
         );
         assert!(problems("runners and on (kind) errors_total").contains("on (kind)"));
         assert!(problems("sum(").contains("does not parse"));
+    }
+
+    #[test]
+    fn selectors_are_found_everywhere_in_an_expression() {
+        let found = selectors(
+            "sum by (kind) (rate(errors_total{category!=\"w\", job=~\"c\"}[5m])) / on (kind) reconciles_total > 1",
+        )
+        .unwrap();
+        let names: Vec<(&str, Vec<&str>)> = found
+            .iter()
+            .map(|s| (s.metric.as_str(), s.labels.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("errors_total", vec!["category", "job"]),
+                ("reconciles_total", vec![])
+            ]
+        );
+        assert!(selectors("{kind=\"A\"}").unwrap_err().contains("names no metric"));
     }
 }
