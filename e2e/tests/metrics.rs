@@ -2,7 +2,8 @@
 //! runs jobs through the real controller and listener, their `/metrics` endpoints are scraped
 //! over HTTP the way Prometheus scrapes them, and every alert expression and dashboard query is
 //! checked and evaluated on those scrapes. No rule or panel may name a metric or label that the
-//! binary exporting it does not serve, and no alert fires on this healthy run.
+//! binary exporting it does not serve, or show a label its result lacks, and no alert fires on
+//! this healthy run.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,7 +24,7 @@ use rssc_observability_tests::{
     eval::Store,
     exposed,
     exposition::{Catalog, Sample, parse},
-    sources::{self, Rule, expand_grafana_variables},
+    sources::{self, Rule, expand_grafana_variables, label_references},
 };
 use rssc_sim_node::PodKind;
 
@@ -123,9 +124,10 @@ impl Scrapes {
     }
 
     /// Problems with `query`: a metric no binary exports, a label matcher the binaries
-    /// exporting the metric do not carry, and whatever the checker finds (joins, groupings,
-    /// `histogram_quantile` without `le`) against what was exported.
-    fn problems(&self, place: &str, query: &str) -> Vec<String> {
+    /// exporting the metric do not carry, whatever the checker finds (joins, groupings,
+    /// `histogram_quantile` without `le`) against what was exported, and labels that `shown`
+    /// (a legend or alert annotations) refers to but the result does not carry.
+    fn problems(&self, place: &str, query: &str, shown: &str) -> Vec<String> {
         let mut problems = Vec::new();
         match check::selectors(query) {
             Ok(selectors) => {
@@ -160,8 +162,19 @@ impl Scrapes {
             Err(e) => problems.push(format!("{place}: {e}")),
         }
         let all = self.all();
-        if let Err(found) = Checker::new(&all).check(query) {
-            problems.extend(found.into_iter().map(|p| format!("{place}: {p}")));
+        match Checker::new(&all).check(query) {
+            Ok(labels) => {
+                for label in label_references(shown) {
+                    let carried = TARGET_LABELS.contains(&label.as_str())
+                        || labels.as_ref().is_some_and(|l| l.contains(&label));
+                    if !carried {
+                        problems.push(format!(
+                            "{place}: shows {{{{{label}}}}}, which the result does not carry ({labels:?})"
+                        ));
+                    }
+                }
+            }
+            Err(found) => problems.extend(found.into_iter().map(|p| format!("{place}: {p}"))),
         }
         problems
     }
@@ -212,7 +225,8 @@ async fn alerts_and_dashboards_evaluate_on_the_binaries_own_metrics() {
     assert!(rules.len() >= 6, "the chart's alerts: {}", rules.len());
     for rule in &rules {
         let place = format!("alert {}", rule.alert);
-        problems.extend(scrapes.problems(&place, &rule.expr));
+        let annotations: Vec<&str> = rule.annotations.values().map(String::as_str).collect();
+        problems.extend(scrapes.problems(&place, &rule.expr, &annotations.join("\n")));
         match scrapes.store.query(&rule.expr, now) {
             Ok(points) if points.is_empty() => {}
             Ok(points) => problems.push(format!("{place} fires on a healthy run: {points:?}")),
@@ -228,7 +242,8 @@ async fn alerts_and_dashboards_evaluate_on_the_binaries_own_metrics() {
         for query in dashboard.queries() {
             queries += 1;
             let expr = expand_grafana_variables(&query.expr);
-            problems.extend(scrapes.problems(&query.place, &expr));
+            let legend = query.legend.as_deref().unwrap_or_default();
+            problems.extend(scrapes.problems(&query.place, &expr, legend));
             match scrapes.store.query(&expr, now) {
                 Ok(points) if points.iter().any(|p| p.value.is_nan()) => {
                     problems.push(format!("{}: NaN from {expr}: {points:?}", query.place))
@@ -247,7 +262,7 @@ async fn alerts_and_dashboards_evaluate_on_the_binaries_own_metrics() {
         for (variable, selector, label) in dashboard.label_values() {
             let place = format!("{} variable {variable}", dashboard.file);
             let selector = expand_grafana_variables(&selector);
-            problems.extend(scrapes.problems(&place, &selector));
+            problems.extend(scrapes.problems(&place, &selector, &format!("{{{{{label}}}}}")));
             let values: BTreeSet<String> = scrapes
                 .store
                 .query(&selector, now)
