@@ -124,14 +124,37 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
 
     // 2. The Pod, and what it says.
     let pod = pods.get_opt(&name).await?;
-    let facts = RunnerFacts {
-        registered: true,
-        has_job: status.job.is_some(),
-        was_running: status.phase == Some(EphemeralRunnerPhase::Running),
-        failures: status.failures.len(),
-        last_failure: status.failures.last().map(|f| f.time.0),
+    let mut outcome = classify(
+        pod.as_ref(),
+        facts(&status),
+        Utc::now(),
+        ctx.settings.pending_timeout,
+    );
+    // Creating, retrying and replacing a Pod count failures, and the cached runner can lag
+    // behind our own last write (a busy watch): decide those on the runner as stored, or a
+    // crash-looping Pod is retried forever with its failures overwritten.
+    let fresh;
+    let (runner, status) = if matches!(
+        outcome,
+        Outcome::CreatePod | Outcome::RetryPod(_) | Outcome::Replace(_)
+    ) {
+        let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(stored) = api.get_opt(&name).await? else {
+            return Ok(Action::await_change());
+        };
+        fresh = stored;
+        let status = fresh.status.clone().unwrap_or_default();
+        outcome = classify(
+            pod.as_ref(),
+            facts(&status),
+            Utc::now(),
+            ctx.settings.pending_timeout,
+        );
+        (&fresh, status)
+    } else {
+        (runner, status)
     };
-    match classify(pod.as_ref(), facts, Utc::now(), ctx.settings.pending_timeout) {
+    match outcome {
         Outcome::CreatePod => {
             let pod = runner_pod(runner, &ctx.settings.user_agent)
                 .expect("runners read from the API have a name and UID");
@@ -203,14 +226,20 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         }
         Outcome::RetryPod(failure) => {
             let pod = pod.expect("a failed pod exists");
+            let wait = crate::runner_outcome::retry_backoff(status.failures.len() + 1);
+            warn!(
+                reason = %failure.reason,
+                exit_code = failure.exit_code,
+                failures = status.failures.len() + 1,
+                retry_in_seconds = wait.as_secs(),
+                "runner pod failed before taking a job; retrying"
+            );
             record_failure(runner, ctx, &pod, &failure).await?;
             pods.delete(&name, &DeleteParams::default())
                 .await
                 .map(drop)
                 .or_else(ignore_not_found)?;
-            Ok(Action::requeue(crate::runner_outcome::retry_backoff(
-                status.failures.len() + 1,
-            )))
+            Ok(Action::requeue(wait))
         }
         Outcome::Replace(failure) => {
             if let Some(pod) = &pod {
@@ -221,6 +250,17 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             fail(runner, ctx, &failure.reason, &message).await?;
             Ok(Action::await_change())
         }
+    }
+}
+
+/// What classifying the runner's Pod needs from the runner's status.
+fn facts(status: &EphemeralRunnerStatus) -> RunnerFacts {
+    RunnerFacts {
+        registered: true,
+        has_job: status.job.is_some(),
+        was_running: status.phase == Some(EphemeralRunnerPhase::Running),
+        failures: status.failures.len(),
+        last_failure: status.failures.last().map(|f| f.time.0),
     }
 }
 
@@ -449,12 +489,17 @@ async fn record_failure(
         reason: Some(failure.reason.clone()),
         exit_code: failure.exit_code,
     });
-    patch_status(
-        runner,
-        ctx,
-        json!({"failures": failures, "phase": "Pending", "reason": failure.reason}),
-    )
-    .await?;
+    // The list is written whole, so it must extend the list as stored: the resourceVersion makes
+    // a write from a stale read fail (409) and the reconcile retry with the current one, instead
+    // of dropping earlier failures and retrying a broken Pod past the limit.
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": {"resourceVersion": runner.metadata.resource_version},
+        "status": {"failures": failures, "phase": "Pending", "reason": failure.reason},
+    });
+    api.patch_status(&runner.name_any(), &controller_params(), &Patch::Merge(patch))
+        .await?;
     ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
     Ok(())
 }
