@@ -180,7 +180,7 @@ impl Harness {
             env,
         };
 
-        let harness = Self {
+        let mut harness = Self {
             client,
             namespace: namespace.clone(),
             github,
@@ -224,12 +224,9 @@ impl Harness {
             .await
             .expect("the node simulator starts");
 
-        let controller = harness.spawn_controller();
-        Self {
-            nodes: Some(nodes),
-            controller: Some(controller),
-            ..harness
-        }
+        harness.controller = Some(harness.spawn_controller());
+        harness.nodes = Some(nodes);
+        harness
     }
 
     fn spawn_controller(&self) -> Child {
@@ -395,14 +392,49 @@ impl Harness {
     }
 }
 
-fn collect_logs(dir: &Path, text: &mut String) {
+impl Drop for Harness {
+    /// A failing scenario keeps its logs and shows their ends with the test's output, so a CI
+    /// failure can be read without a rerun.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("[e2e] the scenario failed; logs kept in {}", self.logs.display());
+        let mut files = Vec::new();
+        log_files(&self.logs, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("[e2e] ---- last {} lines of {} ----", tail.len(), file.display());
+            for line in tail {
+                let end = line.char_indices().nth(400).map_or(line.len(), |(i, _)| i);
+                eprintln!("{}", &line[..end]);
+            }
+        }
+    }
+}
+
+/// How much of each log a failed scenario prints.
+const LOG_TAIL_LINES: usize = 40;
+
+fn log_files(dir: &Path, files: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            collect_logs(&path, text);
+            log_files(&path, files);
         } else if path.extension().is_some_and(|e| e == "log") {
-            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            files.push(path);
         }
+    }
+    files.sort();
+}
+
+fn collect_logs(dir: &Path, text: &mut String) {
+    let mut files = Vec::new();
+    log_files(dir, &mut files);
+    for file in files {
+        text.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
     }
 }
 
