@@ -154,6 +154,17 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     } else {
         (runner, status)
     };
+    if let (Outcome::RetryPod(failure), Some(id)) = (&outcome, status.runner_id)
+        && registration_gone(runner, ctx, id).await
+    {
+        // Its JIT configuration can never connect again (GitHub removed the runner, e.g. for
+        // scale-down just before its Pod failed): a new runner, not another Pod, is what helps.
+        outcome = Outcome::Replace(Failure {
+            reason: reasons::RUNNER_DEREGISTERED.to_owned(),
+            exit_code: failure.exit_code,
+            deregister: false,
+        });
+    }
     match outcome {
         Outcome::CreatePod => {
             let pod = runner_pod(runner, &ctx.settings.user_agent)
@@ -251,6 +262,18 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             Ok(Action::await_change())
         }
     }
+}
+
+/// Whether GitHub says the runner `id` no longer exists; any other answer (or none) keeps the
+/// usual retry.
+async fn registration_gone(runner: &EphemeralRunner, ctx: &Context, id: i64) -> bool {
+    let Ok(client) = github(runner, ctx).await else {
+        return false;
+    };
+    matches!(
+        client.get_runner(id).await,
+        Err(GitHubError::RunnerNotFound { .. })
+    )
 }
 
 /// What classifying the runner's Pod needs from the runner's status.
