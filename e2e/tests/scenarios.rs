@@ -42,8 +42,6 @@ async fn one_job_from_zero_runners_and_back_to_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug, quarantined: under CI load the last ~10 assigned jobs can wait with no \
-            registered runner until GitHub re-offers them (docs/testing.md); run with --ignored"]
 async fn burst_of_200_jobs_never_exceeds_max_runners() {
     let h = Harness::start("burst").await;
     apply_sets_and_wait_for_listener(&h, 0, 50).await;
