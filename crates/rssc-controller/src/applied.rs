@@ -3,9 +3,9 @@
 //! their EphemeralRunnerSet reports; re-applying seven unchanged objects each time was most of
 //! the controller's Kubernetes writes during a burst.
 //!
-//! An entry is trusted for [`RESYNC`] at most, so drift in objects nobody watches (a listener
-//! Role deleted by hand) is repaired on the next reconcile after that; objects that are watched
-//! (the listener Deployment, the EphemeralRunnerSet) forget the entry when they change.
+//! An entry is trusted for [`RESYNC`] at most, so drift (a listener Role deleted or edited by
+//! hand) is repaired on the next reconcile after that; the reconciler applies at once when the
+//! EphemeralRunnerSet or the listener Deployment is missing.
 
 use std::{
     collections::HashMap,

@@ -61,24 +61,7 @@ pub async fn run_runner_sets(
     let store = controller.store();
     controller
         .owns(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
-        // A listener Deployment that changed (or went) may no longer be what was applied.
-        .watches(ctx.api::<Deployment>(), ours(), {
-            let ctx = ctx.clone();
-            move |deployment| {
-                let owner = deployment
-                    .owner_references()
-                    .iter()
-                    .find(|o| o.kind == "RunnerSet" && o.controller == Some(true))
-                    .map(|o| {
-                        ObjectRef::<RunnerSet>::new(&o.name).within(&deployment.namespace().unwrap_or_default())
-                    });
-                if let Some(owner) = &owner {
-                    let namespace = owner.namespace.as_deref().unwrap_or_default();
-                    ctx.applied.forget(&crate::applied::key(namespace, &owner.name));
-                }
-                owner
-            }
-        })
+        .owns(ctx.api::<Deployment>(), ours())
         // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
         // RunnerSets that reference it.
         .watches(ctx.api::<AutoscaleSet>(), watcher::Config::default(), {

@@ -107,19 +107,15 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
     // 1. A JIT configuration, kept in the runner's own Secret.
-    let Some(secret) = secrets.get_opt(&name).await? else {
-        return register(runner, ctx).await;
-    };
-    if status.runner_id.is_none() {
-        let data = secret.data.unwrap_or_default();
-        let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
-        let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
-        patch_status(
-            runner,
-            ctx,
-            json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
-        )
-        .await?;
+    match secrets.get_opt(&name).await? {
+        // Registered just now: go on to the Pod in this same reconcile.
+        None => {
+            if let Some(action) = register(runner, ctx).await? {
+                return Ok(action);
+            }
+        }
+        Some(secret) if status.runner_id.is_none() => record_registration(runner, ctx, secret).await?,
+        Some(_) => {}
     }
 
     // 2. The Pod, and what it says.
@@ -405,13 +401,28 @@ fn controller_params() -> PatchParams {
     }
 }
 
-/// Gets a JIT configuration for the runner and stores it in the runner's Secret.
-async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+/// Records on the runner the registration its Secret holds (a previous reconcile stored the
+/// Secret but its status write was lost).
+async fn record_registration(runner: &EphemeralRunner, ctx: &Context, secret: Secret) -> Result<(), Error> {
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
+    patch_status(
+        runner,
+        ctx,
+        json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
+    )
+    .await
+}
+
+/// Gets a JIT configuration for the runner and stores it in the runner's Secret;
+/// `Some` ends the reconcile there (a problem to retry), `None` goes on to the Pod.
+async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Action>, Error> {
     let name = runner.name_any();
     let config = &runner.spec.runner_config;
     let client = match github(runner, ctx).await {
         Ok(client) => client,
-        Err(problem) => return problem_status(runner, ctx, &problem).await,
+        Err(problem) => return problem_status(runner, ctx, &problem).await.map(Some),
     };
     let work_folder = config.work_folder.as_deref().unwrap_or("_work");
     let jit = match client
@@ -426,16 +437,18 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
             match client.get_runner_by_name(&name).await {
                 Ok(Some(existing)) if existing.runner_scale_set_id == config.scale_set_id => {
                     client.remove_runner(existing.id).await.ok();
-                    return Ok(Action::requeue(Duration::from_secs(1)));
+                    return Ok(Some(Action::requeue(Duration::from_secs(1))));
                 }
                 Ok(Some(_)) => {
                     let message = format!("a runner named {name} belongs to another scale set");
                     fail(runner, ctx, "RunnerNameTaken", &message).await?;
-                    return Ok(Action::await_change());
+                    return Ok(Some(Action::await_change()));
                 }
-                Ok(None) => return Ok(Action::requeue(Duration::from_secs(1))),
+                Ok(None) => return Ok(Some(Action::requeue(Duration::from_secs(1)))),
                 Err(e) => {
-                    return problem_status(runner, ctx, &Problem::github("looking up the runner", &e)).await;
+                    return problem_status(runner, ctx, &Problem::github("looking up the runner", &e))
+                        .await
+                        .map(Some);
                 }
             }
         }
@@ -445,7 +458,8 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
                 ctx,
                 &Problem::github("generating the JIT configuration", &e),
             )
-            .await;
+            .await
+            .map(Some);
         }
     };
     let secret = jit_secret(
@@ -473,8 +487,7 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
         json!({"runnerId": jit.runner.id, "runnerName": jit.runner.name, "phase": "Pending"}),
     )
     .await?;
-    // Go on to create the Pod right away rather than waiting for the status event.
-    Ok(Action::requeue(Duration::ZERO))
+    Ok(None)
 }
 
 async fn problem_status(runner: &EphemeralRunner, ctx: &Context, problem: &Problem) -> Result<Action, Error> {

@@ -300,7 +300,7 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         .expect("RunnerSets read from the API have a name and UID");
 
     // Apply only what changed since the last apply (or everything, once the EphemeralRunnerSet
-    // is missing or the last apply is older than the resync period).
+    // or the listener Deployment is missing or the last apply is older than the resync period).
     let sets: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let current = sets
         .get_opt(&set_name)
@@ -317,9 +317,16 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         json(&objects.role_binding),
         json(&objects.deployment),
     ]);
+    let listener_name = names::listener(&name);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let listener_exists = deployments
+        .get_metadata_opt(&listener_name)
+        .await
+        .map_err(kube("reading the listener Deployment"))?
+        .is_some_and(|d| d.metadata.deletion_timestamp.is_none());
     let applied_key = applied::key(&namespace, &name);
     let now = Instant::now();
-    if current.is_none() || !ctx.applied.is_current(&applied_key, fingerprint, now) {
+    if current.is_none() || !listener_exists || !ctx.applied.is_current(&applied_key, fingerprint, now) {
         apply_object::<EphemeralRunnerSet>(ctx, &namespace, &set_name, &body)
             .await
             .map_err(kube("applying the EphemeralRunnerSet"))?;
@@ -354,7 +361,6 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
                     .map_err(kube("creating a cache claim"))?;
             }
         }
-        let listener_name = names::listener(&name);
         apply_typed::<Secret>(ctx, &namespace, &listener_name, &objects.config)
             .await
             .map_err(kube("applying the listener config"))?;
