@@ -26,7 +26,7 @@ use kube::{
 };
 use rssc_sim_github::{FakeConfig, FakeGitHub, TlsFiles};
 use rssc_sim_node::{ListenerKubeconfig, ListenerSettings, NodeSim, PodSelector, Scheduling, SimConfig};
-use rssc_test_support::Cluster;
+use rssc_test_support::{Cluster, fault_proxy::FaultProxy};
 use tokio::{process::Child, time::timeout};
 
 /// How long any single condition may take.
@@ -50,6 +50,7 @@ pub struct Harness {
     controller_launch: ControllerLaunch,
     cluster: Cluster,
     real_cluster: bool,
+    fault_proxy: Option<FaultProxy>,
 }
 
 /// How the controller process is started (kept so a test can restart it after killing it).
@@ -69,6 +70,9 @@ pub struct HarnessOptions {
     pub crds: Option<Vec<CustomResourceDefinition>>,
     /// Extra environment variables (flags) for the controller.
     pub controller_env: Vec<(String, String)>,
+    /// Connect the controller and the listeners through a [`FaultProxy`], so the scenario can
+    /// inject Kubernetes API faults on a real cluster as on the test server.
+    pub kube_fault_proxy: bool,
 }
 
 /// Builds the binaries under test (a no-op when they are current) and returns their directory.
@@ -123,14 +127,22 @@ impl Harness {
             Some(crds) => Cluster::connect_with_crds(&format!("e2e-{name}"), crds).await,
             None => Cluster::connect(&format!("e2e-{name}")).await,
         };
-        let (client, kubeconfig, namespace, real_cluster) = (
+        let (client, namespace, real_cluster) = (
             cluster.client.clone(),
-            cluster.kubeconfig.clone(),
             cluster.namespace.clone(),
             cluster.is_real(),
         );
         let logs = std::env::temp_dir().join(format!("rssc-{namespace}"));
         std::fs::create_dir_all(&logs).unwrap();
+        // What the processes under test connect with: the cluster's kubeconfig, or the proxy's.
+        let (kubeconfig, fault_proxy) = if options.kube_fault_proxy {
+            let proxy = start_fault_proxy(&cluster.kubeconfig).await;
+            let path = logs.join("proxy-kubeconfig");
+            proxy.write_kubeconfig(&path, &namespace).unwrap();
+            (path, Some(proxy))
+        } else {
+            (cluster.kubeconfig.clone(), None)
+        };
 
         // GitHub, over TLS with a certificate made for this run.
         let key =
@@ -180,7 +192,7 @@ impl Harness {
             env,
         };
 
-        let harness = Self {
+        let mut harness = Self {
             client,
             namespace: namespace.clone(),
             github,
@@ -190,6 +202,7 @@ impl Harness {
             controller_launch,
             cluster,
             real_cluster,
+            fault_proxy,
         };
         harness.config_map("github-ca", "ca.pem", &cert).await;
         harness.secret("github-token", "token", PAT).await;
@@ -224,12 +237,9 @@ impl Harness {
             .await
             .expect("the node simulator starts");
 
-        let controller = harness.spawn_controller();
-        Self {
-            nodes: Some(nodes),
-            controller: Some(controller),
-            ..harness
-        }
+        harness.controller = Some(harness.spawn_controller());
+        harness.nodes = Some(nodes);
+        harness
     }
 
     fn spawn_controller(&self) -> Child {
@@ -276,7 +286,10 @@ impl Harness {
 
     /// The Kubernetes API test server's fault switches and request log; `None` on a real cluster.
     pub fn kube_faults(&self) -> Option<&std::sync::Arc<rssc_test_support::Faults>> {
-        self.cluster.test_server().map(|s| s.faults())
+        match &self.fault_proxy {
+            Some(proxy) => Some(proxy.faults()),
+            None => self.cluster.test_server().map(|s| s.faults()),
+        }
     }
 
     /// An API for `K` in the scenario's namespace.
@@ -395,14 +408,60 @@ impl Harness {
     }
 }
 
-fn collect_logs(dir: &Path, text: &mut String) {
+async fn start_fault_proxy(kubeconfig: &Path) -> FaultProxy {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", kubeconfig.display()));
+    let config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    FaultProxy::start(config)
+        .await
+        .expect("the fault-injecting proxy starts")
+}
+
+impl Drop for Harness {
+    /// A failing scenario keeps its logs and shows their ends with the test's output, so a CI
+    /// failure can be read without a rerun.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("[e2e] the scenario failed; logs kept in {}", self.logs.display());
+        let mut files = Vec::new();
+        log_files(&self.logs, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("[e2e] ---- last {} lines of {} ----", tail.len(), file.display());
+            for line in tail {
+                let end = line.char_indices().nth(400).map_or(line.len(), |(i, _)| i);
+                eprintln!("{}", &line[..end]);
+            }
+        }
+    }
+}
+
+/// How much of each log a failed scenario prints.
+const LOG_TAIL_LINES: usize = 40;
+
+fn log_files(dir: &Path, files: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            collect_logs(&path, text);
+            log_files(&path, files);
         } else if path.extension().is_some_and(|e| e == "log") {
-            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            files.push(path);
         }
+    }
+    files.sort();
+}
+
+fn collect_logs(dir: &Path, text: &mut String) {
+    let mut files = Vec::new();
+    log_files(dir, &mut files);
+    for file in files {
+        text.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
     }
 }
 

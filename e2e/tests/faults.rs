@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use rssc_api::v1alpha1::{EphemeralRunner, RunnerSet};
 use rssc_e2e::{
-    Harness, WAIT, eventually,
+    Harness, HarnessOptions, WAIT, eventually,
     invariants::{Expect, teardown_and_check},
     peaks::PeakSampler,
     scenario::{
@@ -263,13 +263,16 @@ async fn github_faults_during_a_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_faults_during_a_burst() {
-    let h = Harness::start("kube-faults").await;
-    let Some(faults) = h.kube_faults().cloned() else {
-        panic!(
-            "this scenario injects 409s, 500s and dropped watches, which only the Kubernetes API \
-             test server can do: run it without RSSC_E2E_KUBECONFIG"
-        );
-    };
+    // Through the proxy, so the faults reach the binaries on a real cluster too.
+    let h = Harness::start_with(
+        "kube-faults",
+        HarnessOptions {
+            kube_fault_proxy: true,
+            ..HarnessOptions::default()
+        },
+    )
+    .await;
+    let faults = h.kube_faults().cloned().expect("the proxy injects faults");
     apply_sets_and_wait_for_listener(&h, 0, 10).await;
     let jobs = queue_jobs(&h, 30, JOB);
     faults.set(FaultConfig {

@@ -150,4 +150,6 @@ pub mod reasons {
     pub const EXCEEDED_QUOTA: &str = "ExceededQuota";
     /// A runner completed a job after an earlier problem.
     pub const RUNNER_SUCCEEDED: &str = "RunnerSucceeded";
+    /// A runner's Pod failed after GitHub had removed the runner: it is replaced, not retried.
+    pub const RUNNER_DEREGISTERED: &str = "RunnerDeregistered";
 }

@@ -88,6 +88,8 @@ pub struct Context {
     pub metrics: crate::metrics::ControllerMetrics,
     /// The registry the metrics live in, served on `/metrics`.
     pub registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    /// What the RunnerSet reconciler last applied, by RunnerSet.
+    pub applied: crate::applied::Applied,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -132,6 +134,7 @@ impl Context {
                 controller: "rssc-controller".into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            applied: crate::applied::Applied::default(),
             github: Mutex::default(),
             failures: Mutex::default(),
         }

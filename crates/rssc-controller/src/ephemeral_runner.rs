@@ -107,31 +107,61 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
     // 1. A JIT configuration, kept in the runner's own Secret.
-    let Some(secret) = secrets.get_opt(&name).await? else {
-        return register(runner, ctx).await;
-    };
-    if status.runner_id.is_none() {
-        let data = secret.data.unwrap_or_default();
-        let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
-        let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
-        patch_status(
-            runner,
-            ctx,
-            json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
-        )
-        .await?;
+    match secrets.get_opt(&name).await? {
+        // Registered just now: go on to the Pod in this same reconcile.
+        None => {
+            if let Some(action) = register(runner, ctx).await? {
+                return Ok(action);
+            }
+        }
+        Some(secret) if status.runner_id.is_none() => record_registration(runner, ctx, secret).await?,
+        Some(_) => {}
     }
 
     // 2. The Pod, and what it says.
     let pod = pods.get_opt(&name).await?;
-    let facts = RunnerFacts {
-        registered: true,
-        has_job: status.job.is_some(),
-        was_running: status.phase == Some(EphemeralRunnerPhase::Running),
-        failures: status.failures.len(),
-        last_failure: status.failures.last().map(|f| f.time.0),
+    let mut outcome = classify(
+        pod.as_ref(),
+        facts(&status),
+        Utc::now(),
+        ctx.settings.pending_timeout,
+    );
+    // Creating, retrying and replacing a Pod count failures, and the cached runner can lag
+    // behind our own last write (a busy watch): decide those on the runner as stored, or a
+    // crash-looping Pod is retried forever with its failures overwritten.
+    let fresh;
+    let (runner, status) = if matches!(
+        outcome,
+        Outcome::CreatePod | Outcome::RetryPod(_) | Outcome::Replace(_)
+    ) {
+        let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(stored) = api.get_opt(&name).await? else {
+            return Ok(Action::await_change());
+        };
+        fresh = stored;
+        let status = fresh.status.clone().unwrap_or_default();
+        outcome = classify(
+            pod.as_ref(),
+            facts(&status),
+            Utc::now(),
+            ctx.settings.pending_timeout,
+        );
+        (&fresh, status)
+    } else {
+        (runner, status)
     };
-    match classify(pod.as_ref(), facts, Utc::now(), ctx.settings.pending_timeout) {
+    if let (Outcome::RetryPod(failure), Some(id)) = (&outcome, status.runner_id)
+        && registration_gone(runner, ctx, id).await
+    {
+        // Its JIT configuration can never connect again (GitHub removed the runner, e.g. for
+        // scale-down just before its Pod failed): a new runner, not another Pod, is what helps.
+        outcome = Outcome::Replace(Failure {
+            reason: reasons::RUNNER_DEREGISTERED.to_owned(),
+            exit_code: failure.exit_code,
+            deregister: false,
+        });
+    }
+    match outcome {
         Outcome::CreatePod => {
             let pod = runner_pod(runner, &ctx.settings.user_agent)
                 .expect("runners read from the API have a name and UID");
@@ -203,14 +233,20 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         }
         Outcome::RetryPod(failure) => {
             let pod = pod.expect("a failed pod exists");
+            let wait = crate::runner_outcome::retry_backoff(status.failures.len() + 1);
+            warn!(
+                reason = %failure.reason,
+                exit_code = failure.exit_code,
+                failures = status.failures.len() + 1,
+                retry_in_seconds = wait.as_secs(),
+                "runner pod failed before taking a job; retrying"
+            );
             record_failure(runner, ctx, &pod, &failure).await?;
             pods.delete(&name, &DeleteParams::default())
                 .await
                 .map(drop)
                 .or_else(ignore_not_found)?;
-            Ok(Action::requeue(crate::runner_outcome::retry_backoff(
-                status.failures.len() + 1,
-            )))
+            Ok(Action::requeue(wait))
         }
         Outcome::Replace(failure) => {
             if let Some(pod) = &pod {
@@ -221,6 +257,29 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             fail(runner, ctx, &failure.reason, &message).await?;
             Ok(Action::await_change())
         }
+    }
+}
+
+/// Whether GitHub says the runner `id` no longer exists; any other answer (or none) keeps the
+/// usual retry.
+async fn registration_gone(runner: &EphemeralRunner, ctx: &Context, id: i64) -> bool {
+    let Ok(client) = github(runner, ctx).await else {
+        return false;
+    };
+    matches!(
+        client.get_runner(id).await,
+        Err(GitHubError::RunnerNotFound { .. })
+    )
+}
+
+/// What classifying the runner's Pod needs from the runner's status.
+fn facts(status: &EphemeralRunnerStatus) -> RunnerFacts {
+    RunnerFacts {
+        registered: true,
+        has_job: status.job.is_some(),
+        was_running: status.phase == Some(EphemeralRunnerPhase::Running),
+        failures: status.failures.len(),
+        last_failure: status.failures.last().map(|f| f.time.0),
     }
 }
 
@@ -342,13 +401,28 @@ fn controller_params() -> PatchParams {
     }
 }
 
-/// Gets a JIT configuration for the runner and stores it in the runner's Secret.
-async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+/// Records on the runner the registration its Secret holds (a previous reconcile stored the
+/// Secret but its status write was lost).
+async fn record_registration(runner: &EphemeralRunner, ctx: &Context, secret: Secret) -> Result<(), Error> {
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
+    patch_status(
+        runner,
+        ctx,
+        json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
+    )
+    .await
+}
+
+/// Gets a JIT configuration for the runner and stores it in the runner's Secret;
+/// `Some` ends the reconcile there (a problem to retry), `None` goes on to the Pod.
+async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Action>, Error> {
     let name = runner.name_any();
     let config = &runner.spec.runner_config;
     let client = match github(runner, ctx).await {
         Ok(client) => client,
-        Err(problem) => return problem_status(runner, ctx, &problem).await,
+        Err(problem) => return problem_status(runner, ctx, &problem).await.map(Some),
     };
     let work_folder = config.work_folder.as_deref().unwrap_or("_work");
     let jit = match client
@@ -363,16 +437,18 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
             match client.get_runner_by_name(&name).await {
                 Ok(Some(existing)) if existing.runner_scale_set_id == config.scale_set_id => {
                     client.remove_runner(existing.id).await.ok();
-                    return Ok(Action::requeue(Duration::from_secs(1)));
+                    return Ok(Some(Action::requeue(Duration::from_secs(1))));
                 }
                 Ok(Some(_)) => {
                     let message = format!("a runner named {name} belongs to another scale set");
                     fail(runner, ctx, "RunnerNameTaken", &message).await?;
-                    return Ok(Action::await_change());
+                    return Ok(Some(Action::await_change()));
                 }
-                Ok(None) => return Ok(Action::requeue(Duration::from_secs(1))),
+                Ok(None) => return Ok(Some(Action::requeue(Duration::from_secs(1)))),
                 Err(e) => {
-                    return problem_status(runner, ctx, &Problem::github("looking up the runner", &e)).await;
+                    return problem_status(runner, ctx, &Problem::github("looking up the runner", &e))
+                        .await
+                        .map(Some);
                 }
             }
         }
@@ -382,7 +458,8 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
                 ctx,
                 &Problem::github("generating the JIT configuration", &e),
             )
-            .await;
+            .await
+            .map(Some);
         }
     };
     let secret = jit_secret(
@@ -410,8 +487,7 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Err
         json!({"runnerId": jit.runner.id, "runnerName": jit.runner.name, "phase": "Pending"}),
     )
     .await?;
-    // Go on to create the Pod right away rather than waiting for the status event.
-    Ok(Action::requeue(Duration::ZERO))
+    Ok(None)
 }
 
 async fn problem_status(runner: &EphemeralRunner, ctx: &Context, problem: &Problem) -> Result<Action, Error> {
@@ -449,12 +525,17 @@ async fn record_failure(
         reason: Some(failure.reason.clone()),
         exit_code: failure.exit_code,
     });
-    patch_status(
-        runner,
-        ctx,
-        json!({"failures": failures, "phase": "Pending", "reason": failure.reason}),
-    )
-    .await?;
+    // The list is written whole, so it must extend the list as stored: the resourceVersion makes
+    // a write from a stale read fail (409) and the reconcile retry with the current one, instead
+    // of dropping earlier failures and retrying a broken Pod past the limit.
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": {"resourceVersion": runner.metadata.resource_version},
+        "status": {"failures": failures, "phase": "Pending", "reason": failure.reason},
+    });
+    api.patch_status(&runner.name_any(), &controller_params(), &Patch::Merge(patch))
+        .await?;
     ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
     Ok(())
 }

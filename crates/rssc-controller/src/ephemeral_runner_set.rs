@@ -27,7 +27,7 @@ use crate::{
     context::Context,
     metrics::ScaleSetLabels,
     reconcile::{Error, timed},
-    scale::{Counts, Decision, RunnerState, RunnerView, plan},
+    scale::{Counts, Current, Decision, RunnerState, RunnerView, plan},
 };
 
 /// How soon a decision that could not be carried out in full is looked at again.
@@ -72,6 +72,7 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
             .get(labels::POD_SPEC_HASH)
             .cloned()
             .unwrap_or_default(),
+        scale_set_id: runner.spec.runner_config.scale_set_id,
         deleting: runner.metadata.deletion_timestamp.is_some(),
     }
 }
@@ -119,13 +120,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         .as_ref()
         .and_then(|m| m.labels.get(labels::POD_SPEC_HASH).cloned())
         .unwrap_or_default();
-    let plan = plan(
-        decision,
-        &views,
-        &template_hash,
-        Utc::now(),
-        ctx.settings.pending_grace,
-    );
+    let current = Current {
+        template_hash: &template_hash,
+        scale_set_id: set.spec.runner_config.scale_set_id,
+    };
+    let plan = plan(decision, &views, &current, Utc::now(), ctx.settings.pending_grace);
 
     for name in &plan.delete {
         delete(&runners_api, name).await?;

@@ -4,6 +4,7 @@
 //! listener objects, the EphemeralRunnerSet scaling plan and runner Pod outcomes.
 
 pub mod app;
+pub mod applied;
 pub mod autoscale_set;
 pub mod conditions;
 pub mod context;

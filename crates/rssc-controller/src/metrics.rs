@@ -37,7 +37,7 @@ pub const ERROR_CATEGORIES: [&str; 3] = ["kubernetes", "finalizer", "waiting"];
 
 /// The reasons a runner or its Pod fails, as metric labels; anything else is `Other`, so the
 /// label set stays bounded whatever a Pod's status says.
-pub const FAILURE_REASONS: [&str; 14] = [
+pub const FAILURE_REASONS: [&str; 15] = [
     "PodVanished",
     "OOMKilled",
     "Evicted",
@@ -51,6 +51,7 @@ pub const FAILURE_REASONS: [&str; 14] = [
     "InvalidPod",
     "RunnerNameTaken",
     "RunnerVersionDeprecated",
+    "RunnerDeregistered",
     "Other",
 ];
 

@@ -71,7 +71,13 @@ where
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .or_else(|e| match e {
+        // The cache still showed the object, but it is already gone: nothing is left to do.
+        finalizer::Error::RemoveFinalizer(kube::Error::Api(ref response)) if response.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    })
 }
 
 /// Runs one reconcile of `object` (of `kind`, serving the AutoscaleSet `scale_set`) in a span

@@ -3,7 +3,7 @@
 //! RoleBinding, Deployment). One RunnerSet per AutoscaleSet: GitHub allows one message session
 //! per scale set, so a second RunnerSet waits and says which one holds it.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use k8s_openapi::{
     api::{
@@ -33,6 +33,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::{
+    applied,
     conditions::{self, Status, Update},
     context::Context,
     listener,
@@ -248,9 +249,6 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         .as_object_mut()
         .expect("spec is an object")
         .retain(|k, _| k != "replicas" && k != "patchSequence");
-    apply_object::<EphemeralRunnerSet>(ctx, &namespace, &set_name, &body)
-        .await
-        .map_err(kube("applying the EphemeralRunnerSet"))?;
 
     // What the runners lean on: proxy environment, job-Pod permissions, cache claims.
     let owner = runner_support::Owner {
@@ -260,50 +258,28 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
             .controller_owner_ref(&())
             .expect("RunnerSets read from the API have a UID"),
     };
-    if let Some(proxy) = &inputs.proxy {
-        let secret = runner_support::proxy_secret(&owner, proxy);
-        apply_typed::<Secret>(ctx, &namespace, &names::runner_proxy_secret(&name), &secret)
-            .await
-            .map_err(kube("applying the runners' proxy Secret"))?;
-    }
+    let proxy_secret = inputs
+        .proxy
+        .as_ref()
+        .map(|proxy| runner_support::proxy_secret(&owner, proxy));
     let mode = asss
         .spec
         .container_mode
         .as_ref()
         .map(|m| m.type_)
         .unwrap_or_default();
-    if let Some((account, role, binding)) = runner_support::kube_mode_rbac(&owner, mode) {
-        let rbac_name = names::runner_kube_mode_account(&name);
-        apply_typed::<ServiceAccount>(ctx, &namespace, &rbac_name, &account)
-            .await
-            .map_err(kube("applying the runners' ServiceAccount"))?;
-        apply_typed::<Role>(ctx, &namespace, &rbac_name, &role)
-            .await
-            .map_err(kube("applying the runners' Role"))?;
-        apply_typed::<RoleBinding>(ctx, &namespace, &rbac_name, &binding)
-            .await
-            .map_err(kube("applying the runners' RoleBinding"))?;
-    }
-    for volume in &asss.spec.persistent_volumes {
-        let claim = runner_support::cache_claim(&owner, volume);
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        // A claim's spec is immutable once bound: create it once, then leave it be.
-        if claims
-            .get_opt(&names::cache_claim(&name, &volume.name))
-            .await
-            .map_err(kube("reading a cache claim"))?
-            .is_none()
-        {
-            apply_typed::<PersistentVolumeClaim>(
-                ctx,
-                &namespace,
-                &names::cache_claim(&name, &volume.name),
-                &claim,
+    let kube_mode_rbac = runner_support::kube_mode_rbac(&owner, mode);
+    let claims: Vec<(String, PersistentVolumeClaim)> = asss
+        .spec
+        .persistent_volumes
+        .iter()
+        .map(|volume| {
+            (
+                names::cache_claim(&name, &volume.name),
+                runner_support::cache_claim(&owner, volume),
             )
-            .await
-            .map_err(kube("creating a cache claim"))?;
-        }
-    }
+        })
+        .collect();
 
     // The listener.
     let config = ListenerConfig {
@@ -322,30 +298,89 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
     };
     let objects = listener::build(rs, &config, &ctx.settings.listener)
         .expect("RunnerSets read from the API have a name and UID");
-    let listener_name = names::listener(&name);
-    apply_typed::<Secret>(ctx, &namespace, &listener_name, &objects.config)
-        .await
-        .map_err(kube("applying the listener config"))?;
-    apply_typed::<ServiceAccount>(ctx, &namespace, &listener_name, &objects.service_account)
-        .await
-        .map_err(kube("applying the listener ServiceAccount"))?;
-    apply_typed::<Role>(ctx, &namespace, &listener_name, &objects.role)
-        .await
-        .map_err(kube("applying the listener Role"))?;
-    apply_typed::<RoleBinding>(ctx, &namespace, &listener_name, &objects.role_binding)
-        .await
-        .map_err(kube("applying the listener RoleBinding"))?;
-    apply_typed::<Deployment>(ctx, &namespace, &listener_name, &objects.deployment)
-        .await
-        .map_err(kube("applying the listener Deployment"))?;
 
-    // Status from the runners' and the listener's own reports.
+    // Apply only what changed since the last apply (or everything, once the EphemeralRunnerSet
+    // or the listener Deployment is missing or the last apply is older than the resync period).
     let sets: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Some(current) = sets
+    let current = sets
         .get_opt(&set_name)
         .await
-        .map_err(kube("reading the EphemeralRunnerSet"))?
-    {
+        .map_err(kube("reading the EphemeralRunnerSet"))?;
+    let fingerprint = applied::fingerprint(&[
+        body.clone(),
+        json(&proxy_secret),
+        json(&kube_mode_rbac),
+        json(&claims),
+        json(&objects.config),
+        json(&objects.service_account),
+        json(&objects.role),
+        json(&objects.role_binding),
+        json(&objects.deployment),
+    ]);
+    let listener_name = names::listener(&name);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let listener_exists = deployments
+        .get_metadata_opt(&listener_name)
+        .await
+        .map_err(kube("reading the listener Deployment"))?
+        .is_some_and(|d| d.metadata.deletion_timestamp.is_none());
+    let applied_key = applied::key(&namespace, &name);
+    let now = Instant::now();
+    if current.is_none() || !listener_exists || !ctx.applied.is_current(&applied_key, fingerprint, now) {
+        apply_object::<EphemeralRunnerSet>(ctx, &namespace, &set_name, &body)
+            .await
+            .map_err(kube("applying the EphemeralRunnerSet"))?;
+        if let Some(secret) = &proxy_secret {
+            apply_typed::<Secret>(ctx, &namespace, &names::runner_proxy_secret(&name), secret)
+                .await
+                .map_err(kube("applying the runners' proxy Secret"))?;
+        }
+        if let Some((account, role, binding)) = &kube_mode_rbac {
+            let rbac_name = names::runner_kube_mode_account(&name);
+            apply_typed::<ServiceAccount>(ctx, &namespace, &rbac_name, account)
+                .await
+                .map_err(kube("applying the runners' ServiceAccount"))?;
+            apply_typed::<Role>(ctx, &namespace, &rbac_name, role)
+                .await
+                .map_err(kube("applying the runners' Role"))?;
+            apply_typed::<RoleBinding>(ctx, &namespace, &rbac_name, binding)
+                .await
+                .map_err(kube("applying the runners' RoleBinding"))?;
+        }
+        let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        for (claim_name, claim) in &claims {
+            // A claim's spec is immutable once bound: create it once, then leave it be.
+            if claims_api
+                .get_opt(claim_name)
+                .await
+                .map_err(kube("reading a cache claim"))?
+                .is_none()
+            {
+                apply_typed::<PersistentVolumeClaim>(ctx, &namespace, claim_name, claim)
+                    .await
+                    .map_err(kube("creating a cache claim"))?;
+            }
+        }
+        apply_typed::<Secret>(ctx, &namespace, &listener_name, &objects.config)
+            .await
+            .map_err(kube("applying the listener config"))?;
+        apply_typed::<ServiceAccount>(ctx, &namespace, &listener_name, &objects.service_account)
+            .await
+            .map_err(kube("applying the listener ServiceAccount"))?;
+        apply_typed::<Role>(ctx, &namespace, &listener_name, &objects.role)
+            .await
+            .map_err(kube("applying the listener Role"))?;
+        apply_typed::<RoleBinding>(ctx, &namespace, &listener_name, &objects.role_binding)
+            .await
+            .map_err(kube("applying the listener RoleBinding"))?;
+        apply_typed::<Deployment>(ctx, &namespace, &listener_name, &objects.deployment)
+            .await
+            .map_err(kube("applying the listener Deployment"))?;
+        ctx.applied.record(&applied_key, fingerprint, now);
+    }
+
+    // Status from the runners' and the listener's own reports.
+    if let Some(current) = current {
         let s = current.status.clone().unwrap_or_default();
         status.desired_runners = current.spec.replicas;
         status.current_runners = s.current_runners;
@@ -429,6 +464,10 @@ fn owned_meta(rs: &RunnerSet, name: &str, component: &str) -> ObjectMeta {
         owner_references: rs.controller_owner_ref(&()).map(|o| vec![o]),
         ..Default::default()
     }
+}
+
+fn json(object: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(object).expect("serializes")
 }
 
 fn apply_params() -> PatchParams {

@@ -5,7 +5,8 @@
 //! Rules:
 //! - Finished runners are deleted at once (the runner deregistered itself when it exited).
 //! - Failed runners are deleted and replaced, so they never hold capacity.
-//! - Idle and pending runners made from an older template are replaced; busy ones finish first.
+//! - Idle and pending runners made from an older template, or registered with a scale set that
+//!   has since been registered again under a new ID, are replaced; busy ones finish first.
 //! - Only a new listener decision (a `patchSequence` the controller has not acted on) can add
 //!   runners beyond replacements or remove runners. Acting twice on one decision is what made
 //!   ARC over-scale when runners finished before the listener's next patch.
@@ -32,6 +33,8 @@ pub struct RunnerView {
     pub state: RunnerState,
     /// Hash of the template it was made from.
     pub template_hash: String,
+    /// ID of the scale set it registers with.
+    pub scale_set_id: i64,
     /// It is already being deleted.
     pub deleting: bool,
 }
@@ -69,6 +72,21 @@ impl Decision {
     }
 }
 
+/// What new runners are made from; runners made from anything else are outdated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Current<'a> {
+    /// Hash of the current runner template.
+    pub template_hash: &'a str,
+    /// ID of the scale set as registered now.
+    pub scale_set_id: i64,
+}
+
+impl Current<'_> {
+    fn outdates(&self, runner: &RunnerView) -> bool {
+        runner.template_hash != self.template_hash || runner.scale_set_id != self.scale_set_id
+    }
+}
+
 /// What to do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScalePlan {
@@ -76,7 +94,7 @@ pub struct ScalePlan {
     pub create: usize,
     /// Runners to delete without asking GitHub: finished (deregistered themselves) or failed.
     pub delete: Vec<String>,
-    /// Runners to replace because their template is outdated; GitHub is asked to remove each
+    /// Runners to replace because they are outdated; GitHub is asked to remove each
     /// first, and one that turns out busy is kept.
     pub replace: Vec<String>,
     /// Scale-down candidates in order; remove up to `scale_down` of them, asking GitHub first.
@@ -130,7 +148,7 @@ impl Counts {
 pub fn plan(
     decision: Decision,
     runners: &[RunnerView],
-    template_hash: &str,
+    current: &Current<'_>,
     now: Timestamp,
     pending_grace: Duration,
 ) -> ScalePlan {
@@ -139,7 +157,7 @@ pub fn plan(
     for runner in runners.iter().filter(|r| !r.deleting) {
         match runner.state {
             RunnerState::Finished | RunnerState::Failed => plan.delete.push(runner.name.clone()),
-            RunnerState::Pending | RunnerState::Idle if runner.template_hash != template_hash => {
+            RunnerState::Pending | RunnerState::Idle if current.outdates(runner) => {
                 plan.replace.push(runner.name.clone())
             }
             _ => live.push(runner),
@@ -184,6 +202,11 @@ mod tests {
     use super::*;
 
     const HASH: &str = "current";
+    const SCALE_SET: i64 = 7;
+    const CURRENT: Current<'static> = Current {
+        template_hash: HASH,
+        scale_set_id: SCALE_SET,
+    };
     const GRACE: Duration = Duration::from_secs(120);
 
     fn now() -> Timestamp {
@@ -196,6 +219,7 @@ mod tests {
             created: now() - k8s_openapi::chrono::TimeDelta::seconds(age_secs),
             state,
             template_hash: HASH.to_owned(),
+            scale_set_id: SCALE_SET,
             deleting: false,
         }
     }
@@ -219,7 +243,7 @@ mod tests {
     #[test]
     fn a_new_decision_creates_the_missing_runners() {
         let runners = [runner("a", RunnerState::Idle, 10)];
-        let p = plan(new(5), &runners, HASH, now(), GRACE);
+        let p = plan(new(5), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.create, 4);
         assert_eq!(p.scale_down, 0);
     }
@@ -228,7 +252,13 @@ mod tests {
     fn the_same_decision_is_not_acted_on_twice() {
         // Runners finished and were deleted since the decision; the listener will say what it
         // wants next. Recreating them now would over-scale.
-        let p = plan(same(5), &[runner("a", RunnerState::Busy, 10)], HASH, now(), GRACE);
+        let p = plan(
+            same(5),
+            &[runner("a", RunnerState::Busy, 10)],
+            &CURRENT,
+            now(),
+            GRACE,
+        );
         assert_eq!(p.create, 0);
         assert!(p.scale_down_candidates.is_empty());
     }
@@ -240,13 +270,13 @@ mod tests {
             runner("broken", RunnerState::Failed, 300),
             runner("busy", RunnerState::Busy, 300),
         ];
-        let p = plan(same(2), &runners, HASH, now(), GRACE);
+        let p = plan(same(2), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.delete, ["done", "broken"]);
         assert_eq!(
             p.create, 1,
             "the failed runner is replaced even without a new decision"
         );
-        let p = plan(same(1), &runners, HASH, now(), GRACE);
+        let p = plan(same(1), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.create, 0, "no replacement beyond what the decision wants");
     }
 
@@ -259,10 +289,29 @@ mod tests {
         let mut old_busy = runner("old-busy", RunnerState::Busy, 50);
         old_busy.template_hash = "old".into();
         let runners = [old_idle, old_pending, old_busy];
-        let p = plan(same(3), &runners, HASH, now(), GRACE);
+        let p = plan(same(3), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.replace, ["old-idle", "old-pending"]);
         assert_eq!(p.create, 2);
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn runners_of_a_scale_set_registered_again_are_replaced_busy_ones_finish() {
+        // Their registrations (and JIT requests) point at a scale set GitHub no longer has.
+        let mut stale_pending = runner("stale-pending", RunnerState::Pending, 5);
+        stale_pending.scale_set_id = SCALE_SET - 1;
+        let mut stale_busy = runner("stale-busy", RunnerState::Busy, 50);
+        stale_busy.scale_set_id = SCALE_SET - 1;
+        let fresh = runner("fresh", RunnerState::Pending, 1);
+        let p = plan(
+            same(3),
+            &[stale_pending, stale_busy, fresh],
+            &CURRENT,
+            now(),
+            GRACE,
+        );
+        assert_eq!(p.replace, ["stale-pending"]);
+        assert_eq!(p.create, 1);
     }
 
     #[test]
@@ -274,7 +323,7 @@ mod tests {
             runner("idle-old", RunnerState::Idle, 400),
             runner("pending-stuck", RunnerState::Pending, 600),
         ];
-        let p = plan(new(1), &runners, HASH, now(), GRACE);
+        let p = plan(new(1), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.scale_down, 4);
         assert_eq!(p.scale_down_candidates, ["pending-stuck", "idle-old", "idle-new"]);
         assert_eq!(p.create, 0);
@@ -284,7 +333,7 @@ mod tests {
     fn deleting_runners_are_neither_counted_nor_touched() {
         let mut going = runner("going", RunnerState::Busy, 10);
         going.deleting = true;
-        let p = plan(new(1), &[going.clone()], HASH, now(), GRACE);
+        let p = plan(new(1), &[going.clone()], &CURRENT, now(), GRACE);
         assert_eq!(p.create, 1);
         assert!(p.delete.is_empty());
         let counts = Counts::of(&[
@@ -304,7 +353,7 @@ mod tests {
             runner("busy", RunnerState::Busy, 10),
             runner("idle", RunnerState::Idle, 10),
         ];
-        let p = plan(new(0), &runners, HASH, now(), GRACE);
+        let p = plan(new(0), &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.scale_down, 2);
         assert_eq!(
             p.scale_down_candidates,

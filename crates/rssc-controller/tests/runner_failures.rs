@@ -4,7 +4,8 @@
 //! condition on the AutoscaleSet; a full ResourceQuota is a condition, and runners start once
 //! there is room; a crash after the job started, an eviction, a vanished Pod and a pending
 //! timeout deregister and replace the runner; a registration whose Secret was lost
-//! (`RunnerExists`) is replaced, not duplicated.
+//! (`RunnerExists`) is replaced, not duplicated; a Pod that fails after GitHub removed its runner
+//! is replaced, not retried.
 
 mod support;
 
@@ -436,5 +437,35 @@ async fn a_registration_whose_secret_was_lost_is_replaced_not_duplicated() {
         );
         assert!(s.runners.contains_key(&id));
     });
+    controllers.stop().await;
+}
+
+/// A Pod that fails after GitHub removed its runner (scale-down racing the Pod's exit) would fail
+/// again with the same JIT configuration: the runner is replaced at once, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_github_removed_is_replaced_not_retried() {
+    let t = Target::new("deregistered").await;
+    let support::RunnerSetup {
+        fake,
+        controllers,
+        asss,
+        ..
+    } = support::runner_setup(&t, support::settings()).await;
+    support::create_runner_set(&t, &asss, 1).await;
+    let (name, id) = the_runner_with_a_pod(&t, &[]).await;
+    let first_pod = pod_uid(&t, &name).await.unwrap();
+    fake.with_state(|s| s.runners.remove(&id))
+        .expect("GitHub had the runner");
+    pod_exits(&t, &name, 1, "Error").await;
+    let (replacement, _) = the_runner_with_a_pod(&t, std::slice::from_ref(&name)).await;
+    assert_ne!(replacement, name);
+    assert!(
+        pod_uid(&t, &name).await.is_none_or(|uid| uid == first_pod),
+        "no second Pod was made for the removed runner"
+    );
+    eventually("the old runner is gone", || async {
+        t.api::<EphemeralRunner>().get_opt(&name).await.unwrap().is_none()
+    })
+    .await;
     controllers.stop().await;
 }

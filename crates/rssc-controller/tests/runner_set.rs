@@ -273,3 +273,100 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
 
     controllers.stop().await;
 }
+
+/// Runner count changes reconcile the RunnerSet, but its unchanged listener objects and
+/// EphemeralRunnerSet are not applied again each time; a listener Deployment deleted by hand
+/// comes back at once. The controllers talk through the fault proxy, which counts their
+/// requests on the test server and on a real cluster alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_objects_are_not_applied_again_and_a_deleted_deployment_returns() {
+    let t = Target::new("runnerset-economy").await;
+    let (fake, ca) = github().await;
+    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
+    t.secret("github-token", &[("token", PAT)]).await;
+    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
+        "metadata": {"name": "linux"},
+        "spec": {
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux", "minRunners": 0, "maxRunners": 5,
+            "runnerImage": "ghcr.io/actions/actions-runner:2.330.0",
+            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    }))
+    .unwrap();
+    let upstream = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::start(upstream)
+        .await
+        .unwrap();
+    let mut via_proxy = kube::Config::new(proxy.url().parse().unwrap());
+    via_proxy.default_namespace = t.namespace.clone();
+    let ctx = Arc::new(Context::new(
+        kube::Client::try_from(via_proxy).unwrap(),
+        support::settings(),
+    ));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets, Reconciler::RunnerSets]);
+    t.api::<AutoscaleSet>()
+        .create(&PostParams::default(), &asss)
+        .await
+        .unwrap();
+    t.api::<RunnerSet>()
+        .create(&PostParams::default(), &runner_set("ci"))
+        .await
+        .unwrap();
+    eventually("the RunnerSet is ready", || async {
+        ready_reason(&t, "ci").await == Some(("True".into(), "Ready".into()))
+    })
+    .await;
+
+    // Ten runner count changes, each mirrored into the RunnerSet's status.
+    let applies = || {
+        proxy
+            .faults()
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "patch" && r.resource == "deployments")
+            .count()
+    };
+    let before = applies();
+    for pending in 1..=10 {
+        let status = serde_json::json!({"status": {"pendingRunners": pending}});
+        t.api::<EphemeralRunnerSet>()
+            .patch_status("ci", &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+        eventually("the RunnerSet mirrors the count", || async {
+            t.api::<RunnerSet>()
+                .get("ci")
+                .await
+                .unwrap()
+                .status
+                .is_some_and(|s| s.pending_runners == pending)
+        })
+        .await;
+    }
+    assert_eq!(
+        applies(),
+        before,
+        "the unchanged listener Deployment was not applied again over 10 count changes"
+    );
+
+    t.api::<Deployment>()
+        .delete("ci-listener", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the listener Deployment is back", || async {
+        t.api::<Deployment>()
+            .get_opt("ci-listener")
+            .await
+            .unwrap()
+            .is_some_and(|d| d.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    controllers.stop().await;
+}

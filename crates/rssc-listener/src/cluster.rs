@@ -2,7 +2,7 @@
 //! restart. Behind a trait so the session loop is tested against the fake GitHub with an
 //! in-memory cluster as well as against a Kubernetes API server.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -109,21 +109,48 @@ fn params() -> PatchParams {
     }
 }
 
+/// Waits before the 2nd, 3rd and 4th attempt to record a job on its runner.
+const RECORD_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
+
 impl KubeCluster {
+    /// Records a job on its runner, retrying briefly on errors that pass (a conflict, a server
+    /// error, a dropped connection): a lost record leaves the runner's status wrong until its Pod
+    /// ends, and a later record (the job's end) may depend on it.
     async fn patch_runner(&self, runner_name: &str, patch: serde_json::Value) -> Result<(), ClusterError> {
-        match self
-            .runners
-            .patch_status(runner_name, &params(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // The runner may already be gone (finished, or never ours); nothing to record.
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(source) => Err(ClusterError {
-                action: "record job",
-                source,
-            }),
+        let mut waits = RECORD_RETRIES.iter();
+        loop {
+            match self
+                .runners
+                .patch_status(runner_name, &params(), &Patch::Merge(patch.clone()))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The runner may already be gone (finished, or never ours); nothing to record.
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+                Err(source) => match waits.next() {
+                    Some(wait) if passes(&source) => tokio::time::sleep(*wait).await,
+                    _ => {
+                        return Err(ClusterError {
+                            action: "record job",
+                            source,
+                        });
+                    }
+                },
+            }
         }
+    }
+}
+
+/// Whether trying the same write again can succeed.
+fn passes(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code == 409 || status.code == 429 || status.code >= 500,
+        kube::Error::Service(_) | kube::Error::HyperError(_) => true,
+        _ => false,
     }
 }
 

@@ -381,3 +381,69 @@ async fn the_binary_scales_and_exits_cleanly_on_sigterm() {
     assert!(!log.contains(PAT), "no credential in the log");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A job's record on its runner survives a passing API error: the first attempts fail (500),
+/// a later one lands. Faults come from a proxy, so this runs against a real cluster too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_record_is_retried_past_a_passing_api_error() {
+    use rssc_listener::cluster::Cluster as _;
+
+    let t = Target::new("listener-retry").await;
+    let gh = github().await;
+    let config = listener_config(&gh, &t.namespace, 0, 10);
+    create_objects(&t, &gh, &config).await;
+    let upstream = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::start(upstream)
+        .await
+        .unwrap();
+    let mut via_proxy = kube::Config::new(proxy.url().parse().unwrap());
+    via_proxy.default_namespace = t.namespace.clone();
+    let cluster = KubeCluster::new(Client::try_from(via_proxy).unwrap(), &t.namespace, "linux");
+
+    // Every write fails until the first failure has been seen; then the faults stop.
+    let faults = proxy.faults().clone();
+    faults.set(rssc_test_support::FaultConfig {
+        write_error_rate: 1.0,
+        ..Default::default()
+    });
+    let healer = tokio::spawn({
+        let faults = faults.clone();
+        async move {
+            while !faults.requests().iter().any(|r| r.code == 500) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            faults.set(rssc_test_support::FaultConfig::default());
+        }
+    });
+    let job = rssc_api::v1alpha1::RunnerJob {
+        request_id: 42,
+        ..Default::default()
+    };
+    cluster
+        .record_job_started("linux-runner-aaaaa", &job)
+        .await
+        .expect("the record lands after the error passes");
+    healer.await.unwrap();
+    let patches: Vec<u16> = faults
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.resource == "ephemeralrunners/status")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        (patches.first(), patches.last()),
+        (Some(&500), Some(&200)),
+        "refused, then retried: {patches:?}"
+    );
+    let er = t
+        .api::<EphemeralRunner>()
+        .get("linux-runner-aaaaa")
+        .await
+        .unwrap();
+    assert_eq!(er.status.and_then(|s| s.job).map(|j| j.request_id), Some(42));
+}

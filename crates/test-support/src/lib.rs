@@ -1,6 +1,9 @@
 //! What component and end-to-end tests share: the Kubernetes API to test against — the
 //! in-process test server, or the cluster `RSSC_E2E_KUBECONFIG` names — with our CRDs installed
-//! and a namespace of the test's own, and bounded waits on conditions.
+//! and a namespace of the test's own, bounded waits on conditions, and a fault-injecting proxy
+//! in front of either.
+
+pub mod fault_proxy;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
