@@ -91,6 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             bin_dir: Some(bin_dir.clone()),
             crds: Some(crds),
             controller_env: traces.as_ref().map(OtlpReceiver::env).unwrap_or_default(),
+            ..HarnessOptions::default()
         },
     )
     .await;
