@@ -76,6 +76,7 @@ pub async fn run_once(case: &Case, env: &Env) -> anyhow::Result<Figures> {
             bin_dir: Some(env.bin_dir.clone()),
             crds: Some(env.crds.clone()),
             controller_env,
+            ..HarnessOptions::default()
         },
     )
     .await;
