@@ -409,14 +409,9 @@ impl Harness {
 }
 
 async fn start_fault_proxy(kubeconfig: &Path) -> FaultProxy {
-    let file = kube::config::Kubeconfig::read_from(kubeconfig)
-        .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", kubeconfig.display()));
-    let config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+    FaultProxy::in_front_of(kubeconfig)
         .await
-        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
-    FaultProxy::start(config)
-        .await
-        .expect("the fault-injecting proxy starts")
+        .unwrap_or_else(|e| panic!("the fault-injecting proxy for {}: {e}", kubeconfig.display()))
 }
 
 impl Drop for Harness {

@@ -19,6 +19,7 @@ use rssc_api::{
     v1alpha1::{AutoscaleSet, EphemeralRunnerSet, RunnerSet},
 };
 use rssc_controller::context::Context;
+use rssc_sim_github::FakeGitHub;
 use support::{Controllers, PAT, Reconciler, Target, eventually, github};
 
 fn runner_set(name: &str) -> RunnerSet {
@@ -55,28 +56,43 @@ async fn config_hash(t: &Target) -> String {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
-    let t = Target::new("runnerset").await;
+/// Starts the fake GitHub, stores its CA and a token in the test's namespace, and returns it
+/// with the `linux` AutoscaleSet that registers there; `spec` adds to its spec.
+async fn fake_and_autoscale_set(t: &Target, spec: serde_json::Value) -> (Arc<FakeGitHub>, AutoscaleSet) {
     let (fake, ca) = github().await;
     t.config_map("github-ca", &[("ca.pem", &ca)]).await;
     t.secret("github-token", &[("token", PAT)]).await;
-    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
+    let mut asss = serde_json::json!({
         "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
         "metadata": {"name": "linux"},
         "spec": {
-            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux", "minRunners": 1, "maxRunners": 5,
+            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux",
             "runnerImage": "ghcr.io/actions/actions-runner:2.330.0",
             "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
-            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
+        }
+    });
+    for (key, value) in spec.as_object().expect("a spec object") {
+        asss["spec"][key] = value.clone();
+    }
+    (fake, serde_json::from_value(asss).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
+    let t = Target::new("runnerset").await;
+    let (fake, asss) = fake_and_autoscale_set(
+        &t,
+        serde_json::json!({
+            "minRunners": 1, "maxRunners": 5,
             "containerMode": {"type": "kubernetes", "kubernetesModeWorkVolumeClaim": {
                 "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
             "persistentVolumes": [{"name": "tools", "size": "5Gi", "mountPath": "/opt/tools"}],
             "proxy": {"https": {"url": "http://proxy.example:3128", "credentialSecretRef": "proxy-creds"},
                       "noProxy": ["127.0.0.1"]}
-        }
-    }))
-    .unwrap();
+        }),
+    )
+    .await;
     t.secret("proxy-creds", &[("username", "ci"), ("password", "s3cret")])
         .await;
 
@@ -281,35 +297,12 @@ async fn runs_its_autoscale_set_and_only_one_runner_set_may() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_objects_are_not_applied_again_and_a_deleted_deployment_returns() {
     let t = Target::new("runnerset-economy").await;
-    let (fake, ca) = github().await;
-    t.config_map("github-ca", &[("ca.pem", &ca)]).await;
-    t.secret("github-token", &[("token", PAT)]).await;
-    let asss: AutoscaleSet = serde_json::from_value(serde_json::json!({
-        "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "AutoscaleSet",
-        "metadata": {"name": "linux"},
-        "spec": {
-            "githubConfigURL": fake.config_url("octo-org"), "scaleSetName": "linux", "minRunners": 0, "maxRunners": 5,
-            "runnerImage": "ghcr.io/actions/actions-runner:2.330.0",
-            "personalAccessToken": {"tokenSecretRef": {"name": "github-token"}},
-            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.pem"}}}
-        }
-    }))
-    .unwrap();
-    let upstream = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let proxy = rssc_test_support::fault_proxy::FaultProxy::start(upstream)
+    let (_fake, asss) =
+        fake_and_autoscale_set(&t, serde_json::json!({"minRunners": 0, "maxRunners": 5})).await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
         .await
         .unwrap();
-    let mut via_proxy = kube::Config::new(proxy.url().parse().unwrap());
-    via_proxy.default_namespace = t.namespace.clone();
-    let ctx = Arc::new(Context::new(
-        kube::Client::try_from(via_proxy).unwrap(),
-        support::settings(),
-    ));
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
     let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets, Reconciler::RunnerSets]);
     t.api::<AutoscaleSet>()
         .create(&PostParams::default(), &asss)

@@ -392,18 +392,10 @@ async fn a_job_record_is_retried_past_a_passing_api_error() {
     let gh = github().await;
     let config = listener_config(&gh, &t.namespace, 0, 10);
     create_objects(&t, &gh, &config).await;
-    let upstream = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let proxy = rssc_test_support::fault_proxy::FaultProxy::start(upstream)
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
         .await
         .unwrap();
-    let mut via_proxy = kube::Config::new(proxy.url().parse().unwrap());
-    via_proxy.default_namespace = t.namespace.clone();
-    let cluster = KubeCluster::new(Client::try_from(via_proxy).unwrap(), &t.namespace, "linux");
+    let cluster = KubeCluster::new(proxy.client(&t.namespace), &t.namespace, "linux");
 
     // Every write fails until the first failure has been seen; then the faults stop.
     let faults = proxy.faults().clone();

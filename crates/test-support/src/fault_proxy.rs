@@ -47,6 +47,9 @@ pub enum Error {
     /// The upstream kubeconfig makes no client.
     #[error("cannot build a client for the upstream API server: {0}")]
     Client(#[from] kube::Error),
+    /// The upstream kubeconfig cannot be read.
+    #[error("cannot read the upstream kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
 }
 
 struct Upstream {
@@ -87,6 +90,21 @@ impl FaultProxy {
             }
         });
         Ok(Self { addr, faults, task })
+    }
+
+    /// Starts a proxy to the API server the kubeconfig at `path` names, with its credentials.
+    pub async fn in_front_of(path: &Path) -> Result<Self, Error> {
+        let file = kube::config::Kubeconfig::read_from(path)?;
+        let config =
+            Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?;
+        Self::start(config).await
+    }
+
+    /// A client that talks through the proxy, with `namespace` as its default.
+    pub fn client(&self, namespace: &str) -> Client {
+        let mut config = Config::new(self.url().parse().expect("the proxy's URL is a URI"));
+        config.default_namespace = namespace.to_owned();
+        Client::try_from(config).expect("a client for a plain-HTTP loopback URL")
     }
 
     /// The proxy's URL.
