@@ -132,6 +132,7 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
     }
     let total = case.jobs();
     let deadline = started + env.timeout;
+    let mut timed_out = false;
     loop {
         let done = h
             .github
@@ -147,16 +148,16 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
             break;
         }
         if Instant::now() >= deadline {
-            let completed = h
-                .github
-                .with_state(|s| s.jobs.values().filter(|j| j.state == JobState::Completed).count());
-            bail!(
-                "{}: not finished after {:?} ({completed} of {total} jobs completed, {} of {created} \
-                 EphemeralRunners gone)",
+            // Figures are still worth having: the run says what was left over.
+            eprintln!(
+                "rssc-bench: {}: not finished after {:?} ({} of {created} EphemeralRunners gone); \
+                 computing the figures of what happened",
                 case.name,
                 env.timeout,
                 gone.count()
             );
+            timed_out = true;
+            break;
         }
         tokio::time::sleep(POLL).await;
     }
@@ -171,6 +172,11 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         .filter_map(memory::read)
         .map(|u| u.peak_kib)
         .max();
+    let runners_left = h
+        .api::<EphemeralRunner>()
+        .list(&ListParams::default())
+        .await
+        .map_or(0, |l| l.items.len());
     let spans = flushed_spans(h, traces).await;
     watches.iter().for_each(tokio::task::JoinHandle::abort);
 
@@ -213,15 +219,14 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         spans,
     };
     let mut f = figures::compute(&report, &extras);
-    if report.jobs.ran_more_than_once > 0 {
-        eprintln!(
-            "rssc-bench: {}: {} jobs ran more than once",
-            case.name, report.jobs.ran_more_than_once
-        );
-    }
+    f.insert(figures::keys::RUNNERS_LEFT.into(), runners_left as f64);
+    f.insert(figures::keys::TIMED_OUT.into(), f64::from(u8::from(timed_out)));
     if case.measure_limit {
-        let seconds = limit::measure(&h.cluster().kubeconfig, total, env.client).await?;
-        figures::add_limit(&mut f, total, seconds);
+        // A failed limit measurement leaves the limit out rather than the run's figures.
+        match limit::measure(&h.cluster().kubeconfig, total, env.client).await {
+            Ok(seconds) => figures::add_limit(&mut f, total, seconds),
+            Err(err) => eprintln!("rssc-bench: {}: the limit measurement failed: {err:#}", case.name),
+        }
     }
     Ok(f)
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::plan::Kind;
+
 /// Runs rssc's real controller and listener against the simulated cluster, GitHub and nodes in
 /// a series of job scenarios, several times each, and writes the figures (JSON per run, and
 /// docs/benchmarks.md from the latest run).
@@ -38,6 +40,10 @@ pub struct Args {
     /// Jobs in the drain scenario (all queued at once, each running 1 s).
     #[arg(long, env = "RSSC_BENCH_DRAIN_JOBS", default_value_t = 1000)]
     pub drain_jobs: usize,
+
+    /// Play only these kinds of scenario (default: all).
+    #[arg(long, env = "RSSC_BENCH_ONLY", value_enum, value_delimiter = ',')]
+    pub only: Vec<Kind>,
 
     /// At most this many jobs in any scenario (larger sizes are left out, the others capped).
     #[arg(long, env = "RSSC_BENCH_MAX_JOBS")]

@@ -16,8 +16,16 @@ pub mod keys {
     pub const JOBS: &str = "jobs";
     /// Jobs completed.
     pub const JOBS_COMPLETED: &str = "jobs_completed";
+    /// Jobs a runner ran to success.
+    pub const JOBS_SUCCEEDED: &str = "jobs_succeeded";
+    /// Jobs that ran on more than one runner (should be 0).
+    pub const JOBS_RAN_MORE_THAN_ONCE: &str = "jobs_ran_more_than_once";
     /// EphemeralRunners created.
     pub const RUNNERS: &str = "runners_created";
+    /// EphemeralRunners still there when the run ended.
+    pub const RUNNERS_LEFT: &str = "runners_left";
+    /// 1 when the run hit its time limit before every EphemeralRunner was gone.
+    pub const TIMED_OUT: &str = "timed_out";
     /// First job queued → the last of `jobs` runner Pods created, seconds.
     pub const PODS_ALL_CREATED_S: &str = "pods_all_created_s";
     /// Job acquired → its runner's Pod created, median, ms.
@@ -118,6 +126,11 @@ pub fn compute(report: &Report, extras: &Extras) -> Figures {
     let completed = report.jobs.completed;
     f.insert(keys::JOBS.into(), jobs as f64);
     f.insert(keys::JOBS_COMPLETED.into(), completed as f64);
+    f.insert(keys::JOBS_SUCCEEDED.into(), report.jobs.succeeded as f64);
+    f.insert(
+        keys::JOBS_RAN_MORE_THAN_ONCE.into(),
+        report.jobs.ran_more_than_once as f64,
+    );
     f.insert(keys::ELAPSED_S.into(), round(extras.elapsed_s, 2));
     let runners = report
         .kubernetes_writes

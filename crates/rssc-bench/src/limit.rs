@@ -5,7 +5,7 @@ use std::{path::Path, time::Instant};
 
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret, ServiceAccount};
 use kube::{
     Api, Client, Config,
     api::{ObjectMeta, PostParams},
@@ -54,6 +54,7 @@ pub async fn measure(kubeconfig: &Path, pairs: usize, settings: ClientSettings) 
         .create(&PostParams::default(), &ns)
         .await
         .context("creating the limit namespace")?;
+    default_service_account(&client, &namespace).await?;
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     let pods = Api::<Pod>::namespaced(client, &namespace);
     let started = Instant::now();
@@ -76,6 +77,25 @@ pub async fn measure(kubeconfig: &Path, pairs: usize, settings: ClientSettings) 
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Makes sure the namespace's `default` ServiceAccount exists, as Pod admission needs it: a
+/// real cluster's ServiceAccount controller makes it shortly after the namespace, which the
+/// controller's own namespaces have long had.
+async fn default_service_account(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    match api.create(&PostParams::default(), &account).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).context("creating the limit namespace's default ServiceAccount"),
+    }
 }
 
 /// A Secret the size of a JIT config Secret (a few KiB).

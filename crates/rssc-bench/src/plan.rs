@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Args;
 
 /// What a scenario is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// Jobs queued at once with a runner for each: scale-up, latency, economy, footprint.
@@ -115,6 +115,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
             measure_limit: false,
         });
     }
+    out.retain(|c| args.only.is_empty() || args.only.contains(&c.kind));
     out
 }
 
@@ -158,6 +159,13 @@ mod tests {
         assert_eq!(cases[0].name, "burst-5", "no size fits, so the cap is the size");
         assert!(cases[0].measure_limit);
         assert_eq!(cases[1].max_runners, 5);
+    }
+
+    #[test]
+    fn only_the_kinds_asked_for_are_played() {
+        let cases = cases(&args(&["--only", "burst,scale-sets", "--scale-sets", "2"]));
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["burst-10", "burst-100", "burst-1000", "scale-sets-2"]);
     }
 
     #[test]

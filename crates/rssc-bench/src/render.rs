@@ -267,7 +267,11 @@ fn both(a: &'static str, b: &'static str) -> &'static str {
 }
 
 /// The figures a growth table shows: (key, label, unit).
-const GROWTH_ROWS: [(&str, &str, &str); 14] = [
+const GROWTH_ROWS: [(&str, &str, &str); 18] = [
+    (keys::JOBS_SUCCEEDED, "Jobs succeeded", ""),
+    (keys::RUNNERS, "EphemeralRunners created", ""),
+    (keys::RUNNERS_LEFT, "EphemeralRunners left at the end", ""),
+    (keys::TIMED_OUT, "Runs that hit the time limit (1 = yes)", ""),
     (keys::PODS_ALL_CREATED_S, "Queued → last runner Pod created", " s"),
     (keys::ACQUIRED_TO_POD_P50, "Acquired → Pod, p50", " ms"),
     (keys::ACQUIRED_TO_POD_P99, "Acquired → Pod, p99", " ms"),
@@ -449,17 +453,21 @@ fn spread(out: &mut String, run: &BenchResult) {
     );
     let _ = writeln!(
         out,
-        "| Scenario | Run | Pods created | Acquired → Pod p50 / p99 | Exit → gone p50 | GitHub calls/job | Kube writes/runner | Jobs/s |"
+        "| Scenario | Run | Jobs succeeded / queued | Runners created / left | Pods created | Acquired → Pod p50 / p99 | Exit → gone p50 | GitHub calls/job | Kube writes/runner | Jobs/s |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for c in &run.cases {
         for (i, f) in c.runs.iter().enumerate() {
             let g = |k: &str| f.get(k).copied();
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} / {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} / {} | {} / {} | {} | {} / {} | {} | {} | {} | {} |",
                 c.case.name,
                 i + 1,
+                num(g(keys::JOBS_SUCCEEDED), ""),
+                num(g(keys::JOBS), ""),
+                num(g(keys::RUNNERS), ""),
+                num(g(keys::RUNNERS_LEFT), ""),
                 num(g(keys::PODS_ALL_CREATED_S), " s"),
                 num(g(keys::ACQUIRED_TO_POD_P50), " ms"),
                 num(g(keys::ACQUIRED_TO_POD_P99), " ms"),
