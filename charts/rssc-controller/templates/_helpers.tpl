@@ -74,7 +74,7 @@ permissions it holds itself (no `escalate` is granted, which would allow any Rol
   verbs: ["create"]
 - apiGroups: ["scaleset.actions.github.com"]
   resources: ["ephemeralrunners"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["scaleset.actions.github.com"]
   resources: ["autoscalesets/status", "runnersets/status", "ephemeralrunnersets/status", "ephemeralrunners/status"]
   verbs: ["patch"]
@@ -110,7 +110,7 @@ permissions it holds itself (no `escalate` is granted, which would allow any Rol
 # Listener Deployments.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The listener's and the kubernetes-mode runners' Roles and RoleBindings.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
