@@ -90,6 +90,8 @@ pub struct Context {
     pub registry: std::sync::Arc<prometheus_client::registry::Registry>,
     /// What the RunnerSet reconciler last applied, by RunnerSet.
     pub applied: crate::applied::Applied,
+    /// How long each EphemeralRunnerSet's decision has stood.
+    pub decisions: crate::decision_clock::DecisionClock,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -135,6 +137,7 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
             applied: crate::applied::Applied::default(),
+            decisions: crate::decision_clock::DecisionClock::default(),
             github: Mutex::default(),
             failures: Mutex::default(),
         }

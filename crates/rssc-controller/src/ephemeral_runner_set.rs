@@ -3,7 +3,11 @@
 //! runners at once, and asking GitHub before removing an idle or pending runner, so a runner
 //! that took a job in the meantime is kept.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, chrono::Utc};
@@ -27,11 +31,11 @@ use crate::{
     context::Context,
     metrics::ScaleSetLabels,
     reconcile::{Error, timed},
-    scale::{Counts, Current, Decision, RunnerState, RunnerView, plan},
+    scale::{Counts, Current, DECISION_SETTLE, Decision, RunnerState, RunnerView, plan},
 };
 
 /// How soon a decision that could not be carried out in full is looked at again.
-const UNSATISFIED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+const UNSATISFIED_RECHECK: Duration = Duration::from_secs(5);
 
 /// At most this many EphemeralRunners are created at once.
 const CREATE_CONCURRENCY: usize = 16;
@@ -91,10 +95,11 @@ pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Resul
 }
 
 async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {
+    let namespace = set.namespace().unwrap_or_default();
     if set.metadata.deletion_timestamp.is_some() {
+        ctx.decisions.forget(&format!("{namespace}/{}", set.name_any()));
         return Ok(Action::await_change());
     }
-    let namespace = set.namespace().unwrap_or_default();
     let runners_api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = set.metadata.uid.clone().unwrap_or_default();
     let selector = format!("{}={}", labels::RUNNER_SET, set.name_any());
@@ -108,10 +113,15 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let by_name: BTreeMap<String, &EphemeralRunner> = runners.iter().map(|r| (r.name_any(), r)).collect();
     let views: Vec<RunnerView> = runners.iter().map(view).collect();
     let observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
+    let decision_key = format!("{namespace}/{}", set.name_any());
+    let decision_age = ctx
+        .decisions
+        .age(&decision_key, set.spec.patch_sequence, Instant::now());
     let decision = Decision {
         replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
         sequence: set.spec.patch_sequence,
         observed_sequence: observed,
+        settled: decision_age >= DECISION_SETTLE,
     };
     let template_hash = set
         .spec
@@ -198,10 +208,17 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     if let Some(err) = created.into_iter().next() {
         return Err(err.into());
     }
-    if satisfied {
-        Ok(Action::await_change())
-    } else {
+    if !satisfied {
         Ok(Action::requeue(UNSATISFIED_RECHECK))
+    } else if plan.deferred > 0 {
+        // Look again once the decision has settled: runners still missing then are created.
+        Ok(Action::requeue(
+            DECISION_SETTLE
+                .saturating_sub(decision_age)
+                .max(Duration::from_secs(1)),
+        ))
+    } else {
+        Ok(Action::await_change())
     }
 }
 

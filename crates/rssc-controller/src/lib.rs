@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod context;
 pub mod controllers;
 pub mod credentials;
+pub mod decision_clock;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod leader;

@@ -9,7 +9,10 @@
 //!   has since been registered again under a new ID, are replaced; busy ones finish first.
 //! - Only a new listener decision (a `patchSequence` the controller has not acted on) can add
 //!   runners beyond replacements or remove runners. Acting twice on one decision is what made
-//!   ARC over-scale when runners finished before the listener's next patch.
+//!   ARC over-scale when runners finished before the listener's next patch. Once a decision has
+//!   stood for [`DECISION_SETTLE`], though, the listener has had time to count finished jobs,
+//!   so runners still missing are real demand (a runner lost without a recorded outcome, a
+//!   creation that failed) and are created rather than left to the listener's next heartbeat.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
@@ -21,6 +24,11 @@ use k8s_openapi::chrono::{DateTime, Utc};
 
 /// A point in time, as Kubernetes timestamps are.
 pub type Timestamp = DateTime<Utc>;
+
+/// How long a decision stands before runners it still lacks are created without a new one:
+/// well past the listener's reaction to a finished job (one message), well short of its
+/// heartbeat (50 s) and of GitHub's wait before it offers an assigned job again (about 60 s).
+pub const DECISION_SETTLE: Duration = Duration::from_secs(10);
 
 /// What the plan needs to know about one EphemeralRunner.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +71,8 @@ pub struct Decision {
     pub sequence: i64,
     /// Sequence the controller last finished acting on.
     pub observed_sequence: i64,
+    /// The decision has stood for [`DECISION_SETTLE`].
+    pub settled: bool,
 }
 
 impl Decision {
@@ -101,6 +111,8 @@ pub struct ScalePlan {
     pub scale_down_candidates: Vec<String>,
     /// How many runners scale-down should remove.
     pub scale_down: usize,
+    /// Runners the decision lacks that this plan does not create yet (it has not settled).
+    pub deferred: usize,
 }
 
 /// Counts by state, for status.
@@ -168,12 +180,13 @@ pub fn plan(
         .filter(|r| !r.deleting && r.state == RunnerState::Failed)
         .count();
     let room = decision.replicas.saturating_sub(live.len());
-    plan.create = if decision.is_new() {
+    plan.create = if decision.is_new() || decision.settled {
         room
     } else {
         // The same decision: only replace what this plan removes for being broken or outdated.
         room.min(failed + plan.replace.len())
     };
+    plan.deferred = room - plan.create;
 
     if decision.is_new() && live.len() > decision.replicas {
         plan.scale_down = live.len() - decision.replicas;
@@ -229,6 +242,7 @@ mod tests {
             replicas,
             sequence: 2,
             observed_sequence: 1,
+            settled: false,
         }
     }
 
@@ -237,7 +251,23 @@ mod tests {
             replicas,
             sequence: 2,
             observed_sequence: 2,
+            settled: false,
         }
+    }
+
+    #[test]
+    fn runners_a_settled_decision_still_lacks_are_created() {
+        let runners = [runner("busy", RunnerState::Busy, 30)];
+        let fresh = plan(same(3), &runners, &CURRENT, now(), GRACE);
+        assert_eq!(fresh.create, 0, "a finished job may not be counted yet");
+        assert_eq!(fresh.deferred, 2);
+        let settled = Decision {
+            settled: true,
+            ..same(3)
+        };
+        let p = plan(settled, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.create, 2, "the shortfall is real demand by now");
+        assert_eq!(p.scale_down, 0, "a settled decision does not scale down again");
     }
 
     #[test]
