@@ -626,15 +626,16 @@ async fn rate_limits_honour_retry_after_and_github_headers() {
         t.elapsed()
     );
 
+    // `x-ratelimit-reset` is in whole Unix seconds, so "in 2 s" is between 1 and 2 s away.
     fake.inject(
-        FaultKind::GitHubRateLimit { reset_in_secs: 1 },
+        FaultKind::GitHubRateLimit { reset_in_secs: 2 },
         1,
         Some("/runnerscalesets/"),
     );
     let t = Instant::now();
     client.get_scale_set(ss.id).await.unwrap();
     assert!(
-        t.elapsed() >= Duration::from_millis(100),
+        t.elapsed() >= Duration::from_millis(950),
         "waited {:?}",
         t.elapsed()
     );
