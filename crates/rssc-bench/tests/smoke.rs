@@ -37,8 +37,8 @@ fn a_small_run_reports_every_figure() {
             "5",
             "--scale-sets",
             "2",
-            "--drain-runners",
-            "2",
+            "--only",
+            "burst,scale-sets",
         ])
         .args(["--timeout-seconds", "120", "--no-doc"])
         .arg("--bin-dir")
