@@ -58,6 +58,7 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
     let state = match status.phase {
         Some(EphemeralRunnerPhase::Succeeded) => RunnerState::Finished,
         Some(EphemeralRunnerPhase::Failed) => RunnerState::Failed,
+        _ if status.job.as_ref().is_some_and(|j| j.result.is_some()) => RunnerState::Finishing,
         _ if status.job.is_some() => RunnerState::Busy,
         Some(EphemeralRunnerPhase::Running) => RunnerState::Idle,
         _ => RunnerState::Pending,
@@ -344,6 +345,9 @@ mod tests {
             RunnerState::Busy,
             "a job marks it busy at once"
         );
+        let mut done = runner(Some(Running), true);
+        done.status.as_mut().unwrap().job.as_mut().unwrap().result = Some("succeeded".into());
+        assert_eq!(view(&done).state, RunnerState::Finishing, "its job ended");
         assert_eq!(view(&runner(Some(Succeeded), true)).state, RunnerState::Finished);
         assert_eq!(view(&runner(Some(Failed), false)).state, RunnerState::Failed);
         assert_eq!(view(&runner(None, false)).template_hash, "h");

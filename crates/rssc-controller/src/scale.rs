@@ -56,6 +56,10 @@ pub enum RunnerState {
     Idle,
     /// Running a job.
     Busy,
+    /// Its job ended (GitHub said so) and the runner is on its way out: no longer capacity for
+    /// the decision, not yet gone. Counted as neither, so a listener decision that already
+    /// counts the job as done does not make scale-down remove a runner still waiting for its job.
+    Finishing,
     /// Finished its job and exited cleanly.
     Finished,
     /// Gave up after its retries.
@@ -142,7 +146,7 @@ impl Counts {
             match runner.state {
                 RunnerState::Pending => counts.pending += 1,
                 RunnerState::Idle => counts.idle += 1,
-                RunnerState::Busy => counts.busy += 1,
+                RunnerState::Busy | RunnerState::Finishing => counts.busy += 1,
                 RunnerState::Failed => counts.failed += 1,
                 RunnerState::Finished => {}
             }
@@ -169,6 +173,7 @@ pub fn plan(
     for runner in runners.iter().filter(|r| !r.deleting) {
         match runner.state {
             RunnerState::Finished | RunnerState::Failed => plan.delete.push(runner.name.clone()),
+            RunnerState::Finishing => {}
             RunnerState::Pending | RunnerState::Idle if current.outdates(runner) => {
                 plan.replace.push(runner.name.clone())
             }
@@ -253,6 +258,20 @@ mod tests {
             observed_sequence: 2,
             settled: false,
         }
+    }
+
+    #[test]
+    fn a_runner_whose_job_ended_is_not_capacity_and_does_not_cause_scale_down() {
+        // The listener counted the ended job (3 → 2) before the runner's Pod exited.
+        let runners = [
+            runner("finishing", RunnerState::Finishing, 60),
+            runner("busy", RunnerState::Busy, 60),
+            runner("waiting-for-its-job", RunnerState::Idle, 60),
+        ];
+        let p = plan(new(2), &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.scale_down, 0, "the idle runner's job is still coming");
+        assert!(p.delete.is_empty(), "the finishing runner goes when its Pod ends");
+        assert_eq!(p.create, 0);
     }
 
     #[test]
