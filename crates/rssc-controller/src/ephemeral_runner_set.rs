@@ -185,8 +185,9 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     ctx.metrics
         .runners(&labels, counts.pending, counts.idle + counts.busy, counts.failed);
     // A decision counts as done only when carried out in full; scale-down that had to spare
-    // pending runners within their grace, or runners GitHub said are busy, is tried again.
-    let satisfied = all_created && removed >= plan.scale_down;
+    // pending runners within their grace, runners GitHub said are busy, or runners waiting for
+    // finishing ones to go, is tried again.
+    let satisfied = all_created && removed >= plan.scale_down && plan.waiting_for_finishing == 0;
     let observed_sequence = if satisfied { decision.sequence } else { observed };
     let status = json!({"status": {
         "currentRunners": counts.current(),

@@ -117,6 +117,9 @@ pub struct ScalePlan {
     pub scale_down: usize,
     /// Runners the decision lacks that this plan does not create yet (it has not settled).
     pub deferred: usize,
+    /// Runners the decision wants that wait for finishing runners' Pods to go first; the
+    /// decision is not done until they are created.
+    pub waiting_for_finishing: usize,
 }
 
 /// Counts by state, for status.
@@ -170,10 +173,11 @@ pub fn plan(
 ) -> ScalePlan {
     let mut plan = ScalePlan::default();
     let mut live: Vec<&RunnerView> = Vec::new();
+    let mut finishing = 0;
     for runner in runners.iter().filter(|r| !r.deleting) {
         match runner.state {
             RunnerState::Finished | RunnerState::Failed => plan.delete.push(runner.name.clone()),
-            RunnerState::Finishing => {}
+            RunnerState::Finishing => finishing += 1,
             RunnerState::Pending | RunnerState::Idle if current.outdates(runner) => {
                 plan.replace.push(runner.name.clone())
             }
@@ -184,7 +188,11 @@ pub fn plan(
         .iter()
         .filter(|r| !r.deleting && r.state == RunnerState::Failed)
         .count();
-    let room = decision.replicas.saturating_sub(live.len());
+    // Finishing runners still hold their Pods: new runners wait for them to go, so there are
+    // never more runners than the decision (and so maxRunners) allows.
+    let wanted = decision.replicas.saturating_sub(live.len());
+    let room = wanted.saturating_sub(finishing);
+    plan.waiting_for_finishing = wanted - room;
     plan.create = if decision.is_new() || decision.settled {
         room
     } else {
@@ -272,6 +280,15 @@ mod tests {
         assert_eq!(p.scale_down, 0, "the idle runner's job is still coming");
         assert!(p.delete.is_empty(), "the finishing runner goes when its Pod ends");
         assert_eq!(p.create, 0);
+        assert_eq!(p.waiting_for_finishing, 0);
+
+        // A new job came as well (2 → 3): its runner waits for the finishing one's Pod.
+        let p = plan(new(3), &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.create, 0, "never more runners than the decision allows");
+        assert_eq!(p.waiting_for_finishing, 1);
+        let gone = [runners[1].clone(), runners[2].clone()];
+        let p = plan(new(3), &gone, &CURRENT, now(), GRACE);
+        assert_eq!((p.create, p.waiting_for_finishing), (1, 0));
     }
 
     #[test]
