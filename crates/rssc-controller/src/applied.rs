@@ -36,11 +36,6 @@ impl Applied {
         self.lock().insert(key.to_owned(), (fingerprint, now));
     }
 
-    /// Forgets what was applied for `key`, so the next reconcile applies everything.
-    pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
         self.entries
             .lock()
@@ -84,7 +79,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_or_forgotten_state_is_applied_again() {
+    fn a_changed_state_is_applied_again() {
         let applied = Applied::default();
         let now = Instant::now();
         let fp = fingerprint(&[json!({"maxRunners": 10})]);
@@ -92,7 +87,5 @@ mod tests {
         let changed = fingerprint(&[json!({"maxRunners": 11})]);
         assert_ne!(fp, changed);
         assert!(!applied.is_current("ns/ci", changed, now));
-        applied.forget("ns/ci");
-        assert!(!applied.is_current("ns/ci", fp, now));
     }
 }
