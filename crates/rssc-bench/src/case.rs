@@ -16,8 +16,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunner, RunnerSet};
 use rssc_e2e::{Harness, HarnessOptions, PAT, otlp::OtlpReceiver};
 use rssc_sandbox::{
-    endpoints, manifests, memory, observe,
-    report::{self, JobRecord, RunData},
+    manifests, memory, observe, report,
+    sandbox::{record_run, runner_of_job},
 };
 use rssc_sim_github::{JobSpec, JobState};
 use rssc_sim_node::{PodKind, config::SIMULATED_NODE_LABEL};
@@ -180,7 +180,7 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
     let spans = flushed_spans(h, traces).await;
     watches.iter().for_each(tokio::task::JoinHandle::abort);
 
-    let data = run_data(h, case, elapsed, seen.snapshot());
+    let data = record_run(h, &case.name, case.jobs(), elapsed, seen.snapshot());
     let report = report::build(&data);
     let summary = h
         .nodes
@@ -258,63 +258,6 @@ fn listener_pids(h: &Harness) -> Vec<u32> {
         .filter(|p| p.kind == PodKind::Listener && !p.deleted)
         .filter_map(|p| p.pid)
         .collect()
-}
-
-fn runner_of_job(summary: &rssc_sim_node::Summary) -> BTreeMap<i64, String> {
-    summary
-        .pods
-        .iter()
-        .filter_map(|(key, pod)| {
-            let job = pod.runner.as_ref()?.job_id?;
-            Some((job, key.rsplit('/').next()?.to_owned()))
-        })
-        .collect()
-}
-
-fn run_data(
-    h: &Harness,
-    case: &Case,
-    elapsed: Duration,
-    runners: BTreeMap<String, report::RunnerObjects>,
-) -> RunData {
-    let calls = h.github.calls();
-    let acquired = endpoints::acquisitions(
-        calls
-            .iter()
-            .map(|c| (c.path.as_str(), c.status, c.at, c.body.as_str())),
-    );
-    let summary = h
-        .nodes
-        .as_ref()
-        .map(rssc_sim_node::NodeSim::summary)
-        .unwrap_or_default();
-    let runner_of_job = runner_of_job(&summary);
-    let jobs = h.github.with_state(|s| {
-        s.jobs
-            .values()
-            .map(|j| JobRecord {
-                id: j.id,
-                queued: j.queue_time(),
-                acquired: acquired.get(&j.id).copied(),
-                started: j.runner_assign_time(),
-                completed: j.state == JobState::Completed,
-                result: j.result.clone(),
-                run_count: j.run_count,
-                runner: runner_of_job.get(&j.id).cloned(),
-            })
-            .collect()
-    });
-    RunData {
-        scenario: case.name.clone(),
-        profile: String::new(),
-        jobs_planned: case.jobs(),
-        elapsed,
-        jobs,
-        runners,
-        github_calls: calls.iter().map(|c| (c.method.clone(), c.path.clone())).collect(),
-        kube_requests: h.kube_faults().map(|f| f.counts()),
-        memory: memory::Peaks::default(),
-    }
 }
 
 /// Waits until the fake GitHub has every scale set and every RunnerSet's listener is ready;

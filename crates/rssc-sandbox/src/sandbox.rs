@@ -493,6 +493,21 @@ fn run_data(
     runners: BTreeMap<String, report::RunnerObjects>,
     sampler: &Sampler,
 ) -> RunData {
+    let mut data = record_run(h, args.scenario.as_str(), planned, elapsed, runners);
+    data.profile = profile.to_owned();
+    data.memory = sampler.peaks;
+    data
+}
+
+/// What a finished run left on the fake GitHub, the node simulator and the API server's request
+/// log, as the report reads it (no profile or memory peaks: the caller knows those).
+pub fn record_run(
+    h: &Harness,
+    scenario: &str,
+    planned: usize,
+    elapsed: Duration,
+    runners: BTreeMap<String, report::RunnerObjects>,
+) -> RunData {
     let calls = h.github.calls();
     let acquired = endpoints::acquisitions(
         calls
@@ -504,14 +519,7 @@ fn run_data(
         .as_ref()
         .map(rssc_sim_node::NodeSim::summary)
         .unwrap_or_default();
-    let runner_of_job: BTreeMap<i64, String> = summary
-        .pods
-        .iter()
-        .filter_map(|(key, pod)| {
-            let job = pod.runner.as_ref()?.job_id?;
-            Some((job, key.rsplit('/').next()?.to_owned()))
-        })
-        .collect();
+    let runner_of_job = runner_of_job(&summary);
     let jobs = h.github.with_state(|s| {
         s.jobs
             .values()
@@ -528,16 +536,28 @@ fn run_data(
             .collect()
     });
     RunData {
-        scenario: args.scenario.as_str().to_owned(),
-        profile: profile.to_owned(),
+        scenario: scenario.to_owned(),
+        profile: String::new(),
         jobs_planned: planned,
         elapsed,
         jobs,
         runners,
         github_calls: calls.iter().map(|c| (c.method.clone(), c.path.clone())).collect(),
         kube_requests: h.kube_faults().map(|f| f.counts()),
-        memory: sampler.peaks,
+        memory: memory::Peaks::default(),
     }
+}
+
+/// The runner (EphemeralRunner name) that ran each job, from the node simulator's records.
+pub fn runner_of_job(summary: &Summary) -> BTreeMap<i64, String> {
+    summary
+        .pods
+        .iter()
+        .filter_map(|(key, pod)| {
+            let job = pod.runner.as_ref()?.job_id?;
+            Some((job, key.rsplit('/').next()?.to_owned()))
+        })
+        .collect()
 }
 
 /// Leaves everything running until Ctrl-C, after saying how to look at it.
