@@ -43,10 +43,20 @@ struct Log {
 /// How many requests the log keeps; counts cover every request.
 pub const LOG_LIMIT: usize = 100_000;
 
+/// Requests of one kind to refuse, a set number of times.
+#[derive(Debug)]
+struct Refusal {
+    verb: String,
+    resource: String,
+    code: u16,
+    left: usize,
+}
+
 /// Fault switches and the request log, shared by every connection.
 #[derive(Debug)]
 pub struct Faults {
     config: Mutex<FaultConfig>,
+    refusals: Mutex<Vec<Refusal>>,
     log: Mutex<Log>,
     drop_watches: broadcast::Sender<()>,
 }
@@ -55,6 +65,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             config: Mutex::default(),
+            refusals: Mutex::default(),
             log: Mutex::default(),
             drop_watches: broadcast::channel(16).0,
         }
@@ -76,6 +87,36 @@ impl Faults {
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
+    /// Answers the next `times` writes with `verb` (`create`, `patch`, ...) on `resource`
+    /// (plural, `pods/status` for a subresource) with `code` (409 Conflict or 500) without
+    /// applying them, whatever the rates say: for tests that need one particular write to fail.
+    pub fn refuse(&self, verb: &str, resource: &str, code: u16, times: usize) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Refusal {
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                code,
+                left: times,
+            });
+    }
+
+    /// The code to refuse this write with, if [`Faults::refuse`] asked for it; counts it.
+    pub fn take_refusal(&self, verb: &str, resource: &str) -> Option<u16> {
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = refusals
+            .iter()
+            .position(|r| r.left > 0 && r.verb == verb && r.resource == resource)?;
+        refusals[i].left -= 1;
+        let code = refusals[i].code;
+        refusals.retain(|r| r.left > 0);
+        Some(code)
     }
 
     /// Ends every open watch stream now (clients see the stream close and re-watch).

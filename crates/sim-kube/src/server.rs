@@ -204,7 +204,13 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
     ) {
         let faults = ctx.faults.config();
         let roll = crate::util::random_unit();
-        let injected = if roll < faults.write_conflict_rate {
+        let injected = if let Some(code) = ctx.faults.take_refusal(verb, &resource) {
+            Some(if code == 409 {
+                ApiError::conflict(target.rt.as_ref(), &target.name)
+            } else {
+                ApiError::internal("injected fault: etcd is unavailable")
+            })
+        } else if roll < faults.write_conflict_rate {
             Some(ApiError::conflict(target.rt.as_ref(), &target.name))
         } else if roll < faults.write_conflict_rate + faults.write_error_rate {
             Some(ApiError::internal("injected fault: etcd is unavailable"))

@@ -148,6 +148,30 @@ async fn faults_and_request_log() {
         .map(|r| r.code)
         .collect();
     assert_eq!(codes, [201, 409]);
+
+    // One particular write refused, a set number of times; others go through.
+    server.faults().refuse("create", "configmaps", 409, 2);
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "z"}})),
+    )
+    .await
+    .expect("a patch is not a create");
+    for _ in 0..2 {
+        let e = cms.create(&PostParams::default(), &cm("c")).await.unwrap_err();
+        assert!(
+            matches!(e, kube::Error::Api(ref r) if r.code == 409 && r.reason == "Conflict"),
+            "{e}"
+        );
+    }
+    assert!(
+        cms.get_opt("c").await.unwrap().is_none(),
+        "refused creates change nothing"
+    );
+    cms.create(&PostParams::default(), &cm("c"))
+        .await
+        .expect("the third create goes through");
 }
 
 #[tokio::test]

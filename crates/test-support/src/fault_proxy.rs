@@ -149,7 +149,13 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ProxyB
     if target.is_write() {
         let config = upstream.faults.config();
         let roll = rand::random::<f64>();
-        let injected = if roll < config.write_conflict_rate {
+        let injected = if let Some(code) = upstream.faults.take_refusal(target.verb, &target.resource) {
+            Some(if code == 409 {
+                conflict(&target)
+            } else {
+                internal_error()
+            })
+        } else if roll < config.write_conflict_rate {
             Some(conflict(&target))
         } else if roll < config.write_conflict_rate + config.write_error_rate {
             Some(internal_error())
