@@ -51,6 +51,13 @@ impl Error {
     }
 }
 
+/// Whether a create failed because the object is already there. Only the `AlreadyExists`
+/// reason says so: a create answered `Conflict` (or anything else) made nothing, so a
+/// reconcile that took it for "exists" would wait for events of an object that never comes.
+pub fn already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(r) if r.code == 409 && r.reason == "AlreadyExists")
+}
+
 /// Runs `apply` or, once the object is being deleted, `cleanup` under the finalizer `name`.
 pub async fn finalized<K, FA, FC>(
     api: &Api<K>,
@@ -123,4 +130,28 @@ pub async fn timed<K: Resource>(
         result.as_ref().err().map(Error::category),
     );
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: String::new(),
+            reason: reason.into(),
+            code,
+        })
+    }
+
+    #[test]
+    fn only_already_exists_means_the_object_is_there() {
+        assert!(already_exists(&api_error(409, "AlreadyExists")));
+        assert!(
+            !already_exists(&api_error(409, "Conflict")),
+            "a refused create made nothing"
+        );
+        assert!(!already_exists(&api_error(500, "InternalError")));
+    }
 }
