@@ -26,10 +26,6 @@ pub struct Expect {
     pub runner_sets: Vec<String>,
     /// Secrets planted besides the harness's token, which no log may contain.
     pub secrets: Vec<String>,
-    /// Jobs may have been un-assigned and offered again because no runner took them within
-    /// the fake's assignment timeout (they still must run exactly once). Only for scenarios
-    /// whose faults can delay runners that long.
-    pub allow_reoffers: bool,
 }
 
 impl Expect {
@@ -40,7 +36,6 @@ impl Expect {
             failed_jobs: Vec::new(),
             runner_sets: vec![RUNNER_SET.to_owned()],
             secrets: Vec::new(),
-            allow_reoffers: false,
         }
     }
 }
@@ -59,7 +54,7 @@ pub fn jobs_ran_once(h: &Harness, expect: &Expect) {
             assert_eq!(job.state, JobState::Completed, "job {id} completed");
             assert_eq!(job.run_count, 1, "job {id} ran exactly once");
             assert!(
-                expect.allow_reoffers || job.reoffers == 0,
+                job.reoffers == 0,
                 "job {id} was never un-assigned and re-queued for want of a runner"
             );
             let want = if expect.failed_jobs.contains(id) {

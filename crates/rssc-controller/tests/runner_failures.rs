@@ -5,14 +5,14 @@
 //! there is room; a crash after the job started, an eviction, a vanished Pod and a pending
 //! timeout deregister and replace the runner; a registration whose Secret was lost
 //! (`RunnerExists`) is replaced, not duplicated; a Pod that fails after GitHub removed its runner
-//! is replaced, not retried.
+//! is replaced, not retried; a Pod create refused with 409 `Conflict` is tried again.
 
 mod support;
 
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    core::v1::{Pod, ResourceQuota},
+    core::v1::{Pod, ResourceQuota, Secret},
     events::v1::Event,
 };
 use kube::{
@@ -468,4 +468,85 @@ async fn a_runner_github_removed_is_replaced_not_retried() {
     })
     .await;
     controllers.stop().await;
+}
+
+/// Runs one EphemeralRunner `name` with its controller talking through the fault proxy, which
+/// refuses the first `times` creates of `resource` with 409 `Conflict`; returns once the runner
+/// has a Pod and a Secret holding the registration its status records.
+async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, times: usize) {
+    let t = Target::new(test).await;
+    let (fake, ca) = github().await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
+    let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunners]);
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    let set = support::runner_set_for(&t, &asss, 1);
+
+    proxy.faults().refuse("create", resource, 409, times);
+    let runner = EphemeralRunner::new(
+        name,
+        rssc_api::v1alpha1::EphemeralRunnerSpec {
+            runner_template: set.spec.runner_template.clone(),
+            runner_config: set.spec.runner_config.clone(),
+        },
+    );
+    t.api::<EphemeralRunner>()
+        .create(&PostParams::default(), &runner)
+        .await
+        .unwrap();
+    let secret_runner_id = || async {
+        t.api::<Secret>()
+            .get_opt(name)
+            .await
+            .unwrap()
+            .and_then(|s| s.data)
+            .and_then(|d| d.get("runnerId").cloned())
+            .and_then(|v| String::from_utf8(v.0).ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    eventually(
+        "the runner has a Pod and a Secret with the registration it records",
+        || async {
+            let recorded = registration(&t, name).await;
+            pod_uid(&t, name).await.is_some() && recorded.is_some() && secret_runner_id().await == recorded
+        },
+    )
+    .await;
+    let refused = proxy
+        .faults()
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "create" && r.resource == resource && r.code == 409)
+        .count();
+    assert_eq!(refused, times, "each refusal was met");
+    let id = registration(&t, name).await.unwrap();
+    fake.with_state(|s| {
+        let registered: Vec<i64> = s
+            .runners
+            .values()
+            .filter(|r| r.name == name)
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(registered, [id], "one registration, the one recorded");
+    });
+    controllers.stop().await;
+}
+
+/// A create of the runner's Pod answered 409 `Conflict` made no Pod (unlike `AlreadyExists`),
+/// and no Pod event will come to wake the runner: it is tried again until the Pod exists. Taking
+/// such an answer for "exists" left a registered runner without a Pod until something else
+/// touched it, while a job assigned to the scale set waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pod_create_is_tried_again() {
+    // More refusals than the runner's own writes trigger reconciles.
+    runner_despite_refused_creates("pod-refused", "ci-runner-podrefused", "pods", 3).await;
+}
+
+/// A create of the runner's JIT Secret answered 409 `Conflict` made no Secret: the runner is
+/// not recorded as registered with a Secret that does not exist (its Pod could never start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_secret_create_is_tried_again() {
+    runner_despite_refused_creates("secret-refused", "ci-runner-secretrefused", "secrets", 1).await;
 }
