@@ -94,7 +94,7 @@ fn error_response(e: &ApiError) -> Response<ResBody> {
 
 /// What a request addressed.
 struct Target {
-    rt: ResourceType,
+    rt: Arc<ResourceType>,
     version: String,
     ns: String,
     name: String,
@@ -206,12 +206,12 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
         let roll = crate::util::random_unit();
         let injected = if let Some(code) = ctx.faults.take_refusal(verb, &resource) {
             Some(if code == 409 {
-                ApiError::conflict(target.rt.as_ref(), &target.name)
+                ApiError::conflict(ResourceType::as_ref(&target.rt), &target.name)
             } else {
                 ApiError::internal("injected fault: etcd is unavailable")
             })
         } else if roll < faults.write_conflict_rate {
-            Some(ApiError::conflict(target.rt.as_ref(), &target.name))
+            Some(ApiError::conflict(ResourceType::as_ref(&target.rt), &target.name))
         } else if roll < faults.write_conflict_rate + faults.write_error_rate {
             Some(ApiError::internal("injected fault: etcd is unavailable"))
         } else {
@@ -224,7 +224,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
     }
     if verb == "watch" {
         ctx.faults.record(record(200));
-        return Ok(watch_response(&ctx, &target, &query));
+        return Ok(watch_response(&ctx, &target, &query, &accept));
     }
     let opts = WriteOptions {
         manager: query
@@ -251,6 +251,11 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
                         l["items"].as_array().cloned().unwrap_or_default(),
                         &l["metadata"],
                     )
+                } else if wants_metadata(&accept) {
+                    let items: Vec<Value> =
+                        l["items"].as_array().into_iter().flatten().map(partial).collect();
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": l["metadata"], "items": items})
                 } else {
                     l
                 },
@@ -463,7 +468,9 @@ fn versioned(target: &Target, mut obj: Value) -> Value {
 
 fn present(target: &Target, obj: Value, accept: &str) -> Value {
     let obj = versioned(target, obj);
-    if wants_table(accept) {
+    if wants_metadata(accept) {
+        partial(&obj)
+    } else if wants_table(accept) {
         let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
         table(&target.rt, vec![obj], &meta)
     } else {
@@ -583,6 +590,7 @@ fn list(ctx: &Ctx, target: &Target, query: &Query) -> Result<Value, ApiError> {
     let mut items: Vec<Value> = items
         .into_iter()
         .filter(|o| labels.matches_object(o) && fields.matches(o))
+        .map(std::sync::Arc::unwrap_or_clone)
         .collect();
     let mut list_rv = rv;
     if let Some(token) = query.get("continue").filter(|c| !c.is_empty()) {
@@ -701,7 +709,7 @@ fn patch_object(
             result.map_err(|e| match e {
                 patch::PatchError::Malformed(m) => ApiError::bad_request(m),
                 patch::PatchError::Failed(m) => ApiError::invalid(
-                    rt.as_ref(),
+                    ResourceType::as_ref(rt),
                     &target.name,
                     &[FieldError {
                         reason: "FieldValueInvalid",
@@ -715,7 +723,7 @@ fn patch_object(
             if let Some(rv) = str_at(&new, "metadata.resourceVersion")
                 && Some(rv) != str_at(old, "metadata.resourceVersion")
             {
-                return Err(ApiError::conflict(rt.as_ref(), &target.name));
+                return Err(ApiError::conflict(ResourceType::as_ref(rt), &target.name));
             }
             Ok((new, None))
         })?;
@@ -732,7 +740,7 @@ fn apply(
     let rt = &target.rt;
     let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
         return Err(ApiError::invalid(
-            rt.as_ref(),
+            ResourceType::as_ref(rt),
             &target.name,
             &[FieldError {
                 reason: "FieldValueRequired",
@@ -801,7 +809,7 @@ fn apply(
                 )
             })
             .collect();
-        let mut e = ApiError::conflict_with(rt.as_ref(), &target.name, "");
+        let mut e = ApiError::conflict_with(ResourceType::as_ref(rt), &target.name, "");
         e.message = if n == 1 {
             format!("Apply failed with 1 conflict: {}", lines[0])
         } else {
@@ -819,7 +827,7 @@ fn apply(
             if let Some(rv) = str_at(&applied, "metadata.resourceVersion")
                 && Some(rv) != str_at(old, "metadata.resourceVersion")
             {
-                return Err(ApiError::conflict(rt.as_ref(), &target.name));
+                return Err(ApiError::conflict(ResourceType::as_ref(rt), &target.name));
             }
             let out = ssa::apply(&ssa::ApplyRequest {
                 live: old,
@@ -959,9 +967,40 @@ fn delete_collection(
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    #[derive(serde::Serialize)]
+    struct WatchEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&WatchEvent { kind, object }).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// Whether the client asked for metadata only (`as=PartialObjectMetadata[List]`), as
+/// kube-runtime's metadata watcher does.
+fn wants_metadata(accept: &str) -> bool {
+    accept.contains("as=PartialObjectMetadata")
+}
+
+/// An object as `PartialObjectMetadata`: its metadata only.
+fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
+/// How a watcher of `target` receives `object`: its metadata only, or the object in the
+/// version asked for (by reference when stored in that version already).
+fn watch_line(target: &Target, kind: &str, object: &Value, metadata_only: bool) -> Bytes {
+    if metadata_only {
+        event_line(kind, &partial(object))
+    } else if !target.events_v1
+        && object["apiVersion"].as_str() == Some(&target.rt.api_version(&target.version))
+    {
+        event_line(kind, object)
+    } else {
+        event_line(kind, &versioned(target, object.clone()))
+    }
 }
 
 fn bookmark(rt: &ResourceType, version: &str, rv: u64, initial_end: bool) -> Value {
@@ -972,7 +1011,8 @@ fn bookmark(rt: &ResourceType, version: &str, rv: u64, initial_end: bool) -> Val
     json!({"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": meta})
 }
 
-fn watch_response(ctx: &Ctx, target: &Target, query: &Query) -> Response<ResBody> {
+fn watch_response(ctx: &Ctx, target: &Target, query: &Query, accept: &str) -> Response<ResBody> {
+    let metadata_only = wants_metadata(accept);
     let (labels, fields) = match selectors(target, query) {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -987,7 +1027,7 @@ fn watch_response(ctx: &Ctx, target: &Target, query: &Query) -> Response<ResBody
                 .is_none_or(|m| m != "NotOlderThan"))
     {
         return error_response(&ApiError::invalid(
-            target.rt.as_ref(),
+            ResourceType::as_ref(&target.rt),
             "",
             &[FieldError::forbidden(
                 "sendInitialEvents",
@@ -1011,7 +1051,7 @@ fn watch_response(ctx: &Ctx, target: &Target, query: &Query) -> Response<ResBody
     let (start_rv, mut events_rx) = if send_initial || rv_param.is_empty() || rv_param == "0" {
         let (items, rv, rx) = ctx.store.snapshot_and_watch(&target.rt, None);
         for o in items.into_iter().filter(|o| matches(o, &labels, &fields)) {
-            initial.push(event_line("ADDED", &versioned(target, o)));
+            initial.push(watch_line(target, "ADDED", &o, metadata_only));
         }
         if send_initial {
             initial.push(event_line(
@@ -1031,7 +1071,7 @@ fn watch_response(ctx: &Ctx, target: &Target, query: &Query) -> Response<ResBody
                 let mut last = from;
                 for e in backlog {
                     last = e.rv;
-                    if let Some(line) = render_event(target, &e, &matches, &labels, &fields) {
+                    if let Some(line) = render_event(target, &e, &matches, &labels, &fields, metadata_only) {
                         initial.push(line);
                     }
                 }
@@ -1085,7 +1125,7 @@ fn watch_response(ctx: &Ctx, target: &Target, query: &Query) -> Response<ResBody
                         continue;
                     }
                     last_rv = e.rv;
-                    if let Some(line) = render_event(&target, &e, &matches, &labels, &fields)
+                    if let Some(line) = render_event(&target, &e, &matches, &labels, &fields, metadata_only)
                         && tx.send(line).await.is_err()
                     {
                         return;
@@ -1103,8 +1143,9 @@ fn render_event(
     matches: &impl Fn(&Value, &LabelSelector, &FieldSelector) -> bool,
     labels: &LabelSelector,
     fields: &FieldSelector,
+    metadata_only: bool,
 ) -> Option<Bytes> {
-    if e.resource != (target.rt.group.clone(), target.rt.plural.clone()) {
+    if e.resource.0 != target.rt.group || e.resource.1 != target.rt.plural {
         return None;
     }
     let now = matches(&e.object, labels, fields);
@@ -1117,7 +1158,16 @@ fn render_event(
         (EventType::Modified, true, false) => "DELETED",
         _ => return None,
     };
-    Some(event_line(kind, &versioned(target, e.object.clone())))
+    let stored_version = e.object["apiVersion"].as_str() == Some(&target.rt.api_version(&target.version));
+    if kind == e.kind.as_str() && !metadata_only && !target.events_v1 && stored_version {
+        // What most watchers get: serialized once, shared.
+        return Some(
+            e.rendered
+                .get_or_init(|| watch_line(target, kind, &e.object, false))
+                .clone(),
+        );
+    }
+    Some(watch_line(target, kind, &e.object, metadata_only))
 }
 
 fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<ResBody> {
@@ -1255,7 +1305,7 @@ fn discovery(ctx: &Ctx, segments: &[&str], method: &Method) -> Response<ResBody>
         let resources: Vec<Value> = types
             .iter()
             .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
-            .flat_map(ResourceType::discovery_entries)
+            .flat_map(|t| t.discovery_entries())
             .collect();
         let gv = if group.is_empty() {
             version.to_owned()
@@ -1325,7 +1375,7 @@ fn discovery(ctx: &Ctx, segments: &[&str], method: &Method) -> Response<ResBody>
 
 /// An OpenAPI v3 document for one group-version with the operations kubectl inspects (its
 /// `fieldValidation` support check looks for a PATCH operation per kind); no schemas.
-fn openapi_v3_doc(types: &[ResourceType], group: &str, version: &str) -> Value {
+fn openapi_v3_doc(types: &[Arc<ResourceType>], group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
     let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
         .iter()

@@ -44,10 +44,13 @@ pub struct StoredEvent {
     pub resource: (String, String),
     /// What happened.
     pub kind: EventType,
-    /// The object after the change (before, for deletions).
-    pub object: Value,
+    /// The object after the change (before, for deletions), shared with the store.
+    pub object: Arc<Value>,
     /// The object before the change (for selector transitions).
-    pub old: Option<Value>,
+    pub old: Option<Arc<Value>>,
+    /// The event as most watchers receive it, serialized once for all of them (as the API
+    /// server's watch cache does).
+    pub rendered: std::sync::OnceLock<bytes::Bytes>,
 }
 
 type ObjKey = (String, String);
@@ -105,8 +108,10 @@ pub enum Deleted {
 /// The server state.
 pub struct State {
     rv: u64,
-    types: Vec<ResourceType>,
-    objects: HashMap<ResKey, BTreeMap<ObjKey, Value>>,
+    // Shared: a CRD's type carries its whole schema, and every request looks its type up.
+    types: Vec<Arc<ResourceType>>,
+    // Shared, so snapshots, lists and events cost a reference count rather than a deep copy.
+    objects: HashMap<ResKey, BTreeMap<ObjKey, Arc<Value>>>,
     history: VecDeque<Arc<StoredEvent>>,
     history_limit: usize,
     compacted: u64,
@@ -363,7 +368,7 @@ fn strategy(rt: &ResourceType) -> Strategy<'_> {
 }
 
 impl State {
-    fn objects(&self, rt: &ResourceType) -> Option<&BTreeMap<ObjKey, Value>> {
+    fn objects(&self, rt: &ResourceType) -> Option<&BTreeMap<ObjKey, Arc<Value>>> {
         self.objects.get(&rk(rt))
     }
 
@@ -372,7 +377,7 @@ impl State {
         rt: &ResourceType,
         kind: EventType,
         mut obj: Value,
-        old: Option<Value>,
+        old: Option<Arc<Value>>,
     ) -> Arc<StoredEvent> {
         self.rv += 1;
         let ns = str_at(&obj, "metadata.namespace").unwrap_or_default().to_owned();
@@ -380,6 +385,7 @@ impl State {
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         obj["apiVersion"] = json!(rt.preferred_api_version());
         obj["kind"] = json!(rt.kind);
+        let obj = Arc::new(obj);
         let bucket = self.objects.entry(rk(rt)).or_default();
         match kind {
             EventType::Deleted => {
@@ -395,6 +401,7 @@ impl State {
             kind,
             object: obj,
             old,
+            rendered: std::sync::OnceLock::new(),
         });
         self.history.push_back(event.clone());
         let _ = self.feed.send(event.clone());
@@ -414,7 +421,7 @@ impl Store {
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 0,
-                types: builtins(),
+                types: builtins().into_iter().map(Arc::new).collect(),
                 objects: HashMap::new(),
                 history: VecDeque::new(),
                 history_limit: history_limit.max(1),
@@ -449,12 +456,12 @@ impl Store {
     }
 
     /// All served resource types.
-    pub fn types(&self) -> Vec<ResourceType> {
+    pub fn types(&self) -> Vec<Arc<ResourceType>> {
         self.lock().types.clone()
     }
 
     /// The resource type for a group and plural.
-    pub fn resource(&self, group: &str, plural: &str) -> Option<ResourceType> {
+    pub fn resource(&self, group: &str, plural: &str) -> Option<Arc<ResourceType>> {
         self.lock()
             .types
             .iter()
@@ -463,7 +470,7 @@ impl Store {
     }
 
     /// The resource type for a group and kind.
-    pub fn resource_for_kind(&self, group: &str, kind: &str) -> Option<ResourceType> {
+    pub fn resource_for_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceType>> {
         self.lock()
             .types
             .iter()
@@ -481,13 +488,13 @@ impl Store {
         self.lock()
             .objects(rt)
             .and_then(|m| m.get(&key(ns, name)))
-            .cloned()
+            .map(|o| Value::clone(o))
             .ok_or_else(|| ApiError::not_found(rt.as_ref(), name))
     }
 
     /// Objects of a type, in one namespace or (with `None`) all, sorted by namespace and name,
     /// with the resource version of the snapshot.
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Value>, u64) {
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let state = self.lock();
         let items = state
             .objects(rt)
@@ -516,7 +523,7 @@ impl Store {
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
-    ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<StoredEvent>>) {
+    ) -> (Vec<Arc<Value>>, u64, broadcast::Receiver<Arc<StoredEvent>>) {
         let state = self.lock();
         let items = state
             .objects(rt)
@@ -540,7 +547,7 @@ impl Store {
             .cloned();
         let found = state.objects.get(&ns_key).and_then(|m| m.get(&key("", ns)));
         match (found, ns_type) {
-            (None, Some(t)) => Err(ApiError::not_found(t.as_ref(), ns)),
+            (None, Some(t)) => Err(ApiError::not_found((*t).as_ref(), ns)),
             (Some(n), _) if creating && !n["metadata"]["deletionTimestamp"].is_null() => {
                 Err(ApiError::forbidden(format!(
                     "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -674,11 +681,11 @@ impl Store {
             state
                 .types
                 .retain(|t| !(t.group == new_type.group && t.plural == new_type.plural));
-            state.types.push(new_type);
+            state.types.push(Arc::new(new_type));
         }
         let event = state.commit(rt, EventType::Added, obj, None);
         drop(state);
-        let object = event.object.clone();
+        let object = Value::clone(&event.object);
         self.publish(vec![event]);
         Ok(WriteResult {
             object,
@@ -846,7 +853,7 @@ impl Store {
         }
         if comparable(&new) == comparable(&old) {
             return Ok(WriteResult {
-                object: old,
+                object: Value::clone(&old),
                 warnings,
                 created: false,
             });
@@ -875,12 +882,12 @@ impl Store {
                 .cloned()
                 .unwrap_or_default();
             let e1 = state.history.back().cloned();
-            let e2 = state.commit(rt, EventType::Deleted, last.clone(), Some(last));
+            let e2 = state.commit(rt, EventType::Deleted, Value::clone(&last), Some(last));
             self.after_delete(&mut state, rt);
             drop(state);
             self.publish(e1.into_iter().chain([e2.clone()]).collect());
             return Ok(WriteResult {
-                object: e2.object.clone(),
+                object: Value::clone(&e2.object),
                 warnings,
                 created: false,
             });
@@ -888,7 +895,7 @@ impl Store {
             state.commit(rt, EventType::Modified, new, Some(old))
         };
         drop(state);
-        let object = event.object.clone();
+        let object = Value::clone(&event.object);
         self.publish(vec![event]);
         Ok(WriteResult {
             object,
@@ -965,7 +972,7 @@ impl Store {
     fn after_delete(&self, state: &mut State, rt: &ResourceType) {
         // Deleting a CRD stops serving its resource and removes its objects.
         if rt.group == "apiextensions.k8s.io" {
-            let known: Vec<ResKey> = state.types.iter().filter(|t| t.custom).map(rk).collect();
+            let known: Vec<ResKey> = state.types.iter().filter(|t| t.custom).map(|t| rk(t)).collect();
             let live: Vec<ResKey> = state
                 .objects
                 .get(&rk(rt))
@@ -977,7 +984,7 @@ impl Store {
                 let Some(t) = state.types.iter().find(|t| rk(t) == gone).cloned() else {
                     continue;
                 };
-                let objs: Vec<Value> = state
+                let objs: Vec<Arc<Value>> = state
                     .objects
                     .get(&gone)
                     .into_iter()
@@ -986,7 +993,7 @@ impl Store {
                     .collect();
                 for o in objs {
                     // commit() sends the event to watchers.
-                    state.commit(&t, EventType::Deleted, o.clone(), Some(o));
+                    state.commit(&t, EventType::Deleted, Value::clone(&o), Some(o));
                 }
                 state.types.retain(|x| rk(x) != gone);
                 state.objects.remove(&gone);
@@ -1032,7 +1039,7 @@ impl Store {
                 ),
             ));
         }
-        let mut new = old.clone();
+        let mut new = Value::clone(&old);
         let mut fins = finalizers(&old);
         let already_deleting = !old["metadata"]["deletionTimestamp"].is_null();
         match opts.propagation.as_deref() {
@@ -1053,17 +1060,17 @@ impl Store {
                 > 0;
         if fins.is_empty() && !is_namespace && !graceful_pod {
             if opts.dry_run {
-                return Ok(Deleted::Now(old));
+                return Ok(Deleted::Now(Value::clone(&old)));
             }
-            let e = state.commit(rt, EventType::Deleted, old.clone(), Some(old));
+            let e = state.commit(rt, EventType::Deleted, Value::clone(&old), Some(old));
             self.after_delete(&mut state, rt);
             drop(state);
-            let obj = e.object.clone();
+            let obj = Value::clone(&e.object);
             self.publish(vec![e]);
             return Ok(Deleted::Now(obj));
         }
         if already_deleting && fins == finalizers(&old) {
-            return Ok(Deleted::Pending(old));
+            return Ok(Deleted::Pending(Value::clone(&old)));
         }
         let meta = meta_mut(&mut new);
         if !fins.is_empty() || !already_deleting {
@@ -1096,7 +1103,7 @@ impl Store {
         }
         let e = state.commit(rt, EventType::Modified, new, Some(old));
         drop(state);
-        let obj = e.object.clone();
+        let obj = Value::clone(&e.object);
         self.publish(vec![e]);
         Ok(Deleted::Pending(obj))
     }
@@ -1127,7 +1134,7 @@ impl Store {
                 ),
             ));
         }
-        let mut new = old.clone();
+        let mut new = Value::clone(&old);
         new["spec"]["nodeName"] = json!(node);
         let mut conditions: Vec<Value> = old["status"]["conditions"]
             .as_array()
@@ -1162,16 +1169,16 @@ impl Store {
         else {
             return;
         };
-        let e = state.commit(rt, EventType::Deleted, old.clone(), Some(old));
+        let e = state.commit(rt, EventType::Deleted, Value::clone(&old), Some(old));
         self.after_delete(&mut state, rt);
         drop(state);
         self.publish(vec![e]);
     }
 
     /// Every object of every type (for controllers).
-    pub fn all_objects(&self) -> Vec<(ResourceType, Value)> {
+    pub fn all_objects(&self) -> Vec<(Arc<ResourceType>, Arc<Value>)> {
         let state = self.lock();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(state.objects.values().map(BTreeMap::len).sum());
         for t in &state.types {
             for v in state.objects.get(&rk(t)).into_iter().flatten().map(|(_, v)| v) {
                 out.push((t.clone(), v.clone()));

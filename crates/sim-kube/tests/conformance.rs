@@ -1374,3 +1374,65 @@ async fn server_side_apply_on_the_status_subresource() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metadata_only_reads_carry_no_spec_or_data() {
+    run("metadata", |env| async move {
+        let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+        let mut labelled = cm("meta", &[("secret-ish", "payload")]);
+        labelled.metadata.labels = Some(BTreeMap::from([("app".to_owned(), "meta".to_owned())]));
+        cms.create(&PostParams::default(), &labelled).await.unwrap();
+
+        // What kube-runtime's metadata watcher and `get_metadata`/`list_metadata` ask for.
+        let accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+        let path = format!("/api/v1/namespaces/{}/configmaps/meta", env.ns);
+        let request = http::Request::builder()
+            .uri(&path)
+            .header("accept", accept)
+            .body(Vec::new())
+            .unwrap();
+        let got: Value = env.client.request(request).await.unwrap();
+        assert_eq!(got["kind"], "PartialObjectMetadata");
+        assert_eq!(got["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(got["metadata"]["labels"]["app"], "meta");
+        assert!(got.get("data").is_none(), "metadata only: {got}");
+
+        let one = cms.get_metadata("meta").await.unwrap();
+        assert_eq!(one.metadata.name.as_deref(), Some("meta"));
+        let list = cms
+            .list_metadata(&ListParams::default().labels("app=meta"))
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert_eq!(list.items[0].metadata.labels.as_ref().unwrap()["app"], "meta");
+
+        // A metadata watch sees every change of the object, metadata only.
+        let mut events = Box::pin(
+            kube::runtime::metadata_watcher(cms.clone(), watcher::Config::default().labels("app=meta"))
+                .applied_objects(),
+        );
+        let first = tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .expect("the existing object in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some("meta"));
+        cms.patch(
+            "meta",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"secret-ish": "changed"}})),
+        )
+        .await
+        .unwrap();
+        let changed = tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .expect("the change in time")
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            changed.metadata.resource_version, first.metadata.resource_version,
+            "a data change reaches a metadata watcher"
+        );
+    })
+    .await;
+}
