@@ -11,7 +11,9 @@
 //! with jitter while `/readyz` says why; a deleted scale set is retried until the controller
 //! registers it again (and restarts the listener with the new ID).
 
-use std::{future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use futures::{StreamExt, stream};
 
 use rssc_github::{
     ActionsClient, Error as GitHubError, MessageSession, ScaleSetMessage, Statistics, backoff::RetryPolicy,
@@ -22,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     cluster::Cluster,
-    handler::handle,
+    handler::{Completed, Handled, Started, handle},
     metrics::ListenerMetrics,
     patches::SessionState,
     scaler::{Decider, Limits, desired_runners},
@@ -361,30 +363,7 @@ impl<C: Cluster> Listener<C> {
         state
             .traces
             .observe(self.settings.scale_set_id, &message, &acquired);
-        for started in &handled.started {
-            if let Err(err) = self
-                .cluster
-                .record_job_started(&started.runner_name, &started.job)
-                .await
-            {
-                // The controller also asks GitHub before removing a runner, so a missed mark
-                // cannot remove a busy runner; it only delays the status.
-                warn!(error = %err, runner = %started.runner_name, "cannot record the job on its runner");
-            }
-        }
-        for completed in handled.completed.iter().filter(|c| !c.runner_name.is_empty()) {
-            if let Err(err) = self
-                .cluster
-                .record_job_completed(
-                    &completed.runner_name,
-                    &completed.result,
-                    completed.finished_at.as_ref(),
-                )
-                .await
-            {
-                warn!(error = %err, runner = %completed.runner_name, "cannot record the job's end on its runner");
-            }
-        }
+        self.record_jobs(&handled).await;
         state.statistics = Some(handled.statistics);
         if !handled.completed.is_empty() {
             state.decider.runners_finished();
@@ -398,6 +377,50 @@ impl<C: Cluster> Listener<C> {
         }
         state.session.last_successful_poll = Some(now());
         self.write_session_state(state).await;
+    }
+
+    /// Records on their runners the jobs that started and ended: each runner's records in
+    /// message order (a start before its end), several runners at once, so a message reporting
+    /// hundreds of jobs does not hold the decision back by hundreds of sequential writes.
+    async fn record_jobs(&self, handled: &Handled) {
+        let mut by_runner: BTreeMap<&str, Vec<JobRecord<'_>>> = BTreeMap::new();
+        for started in &handled.started {
+            by_runner
+                .entry(&started.runner_name)
+                .or_default()
+                .push(JobRecord::Started(started));
+        }
+        for completed in handled.completed.iter().filter(|c| !c.runner_name.is_empty()) {
+            by_runner
+                .entry(&completed.runner_name)
+                .or_default()
+                .push(JobRecord::Completed(completed));
+        }
+        stream::iter(by_runner)
+            .for_each_concurrent(RECORD_CONCURRENCY, |(runner, records)| async move {
+                for record in records {
+                    let result = match record {
+                        JobRecord::Started(started) => {
+                            self.cluster.record_job_started(runner, &started.job).await
+                        }
+                        JobRecord::Completed(completed) => {
+                            self.cluster
+                                .record_job_completed(
+                                    runner,
+                                    &completed.result,
+                                    completed.finished_at.as_ref(),
+                                )
+                                .await
+                        }
+                    };
+                    // The controller also asks GitHub before removing a runner, so a missed
+                    // record cannot remove a busy runner; it only delays the status.
+                    if let Err(err) = result {
+                        warn!(error = %err, %runner, "cannot record the job on its runner");
+                    }
+                }
+            })
+            .await;
     }
 
     /// Decides and, when due, writes the replica count.
@@ -493,4 +516,13 @@ async fn wait<T>(
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::chrono::Utc::now())
+}
+
+/// Job records written at once.
+const RECORD_CONCURRENCY: usize = 16;
+
+/// One record of a job on its runner.
+enum JobRecord<'a> {
+    Started(&'a Started),
+    Completed(&'a Completed),
 }
