@@ -240,17 +240,24 @@ impl Context {
 
     /// The GitHub client of `asss`, built again only when its inputs changed.
     pub async fn github(&self, asss: &AutoscaleSet) -> Result<(ActionsClient, GitHubInputs), Problem> {
-        let inputs = self.github_inputs(asss).await?;
         let key = format!("{}/{}", asss.namespace().unwrap_or_default(), asss.name_any());
-        let fingerprint = inputs.fingerprint();
-        if let Some((known, client)) = self.lock_github().get(&key)
-            && *known == fingerprint
-        {
-            return Ok((client.clone(), inputs));
+        let built = self.github_inputs(asss).await.and_then(|inputs| {
+            let fingerprint = inputs.fingerprint();
+            if let Some((known, client)) = self.lock_github().get(&key)
+                && *known == fingerprint
+            {
+                return Ok((client.clone(), inputs));
+            }
+            let client = self.build_github(&inputs)?;
+            self.lock_github()
+                .insert(key.clone(), (fingerprint, client.clone()));
+            Ok((client, inputs))
+        });
+        if built.is_err() {
+            // Credentials removed or broken: runners must not go on with the old ones.
+            self.lock_github().remove(&key);
         }
-        let client = self.build_github(&inputs)?;
-        self.lock_github().insert(key, (fingerprint, client.clone()));
-        Ok((client, inputs))
+        built
     }
 
     fn build_github(&self, inputs: &GitHubInputs) -> Result<ActionsClient, Problem> {
@@ -281,6 +288,15 @@ impl Context {
         };
         ActionsClient::with_metrics(config, credentials, options, self.metrics.github())
             .map_err(|e| Problem::github("setting up the GitHub client", &e))
+    }
+
+    /// The GitHub client last built for the AutoscaleSet `namespace/name`, without reading its
+    /// inputs again. Runners ask for it once each in a burst; the AutoscaleSet reconciler, which
+    /// runs on every change of the AutoscaleSet or its Secrets, keeps it current.
+    pub fn known_github(&self, namespace: &str, name: &str) -> Option<ActionsClient> {
+        self.lock_github()
+            .get(&format!("{namespace}/{name}"))
+            .map(|(_, client)| client.clone())
     }
 
     /// Forgets the GitHub client of a deleted AutoscaleSet.

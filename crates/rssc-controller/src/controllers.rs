@@ -11,7 +11,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         metadata_watcher,
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -61,7 +61,8 @@ pub async fn run_runner_sets(
     let store = controller.store();
     controller
         .owns(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
-        .owns(ctx.api::<Deployment>(), ours())
+        // The reconcile reads the Deployment's metadata itself; changes only trigger it.
+        .owns_stream(metadata_watcher(ctx.api::<Deployment>(), ours()).touched_objects())
         // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
         // RunnerSets that reference it.
         .watches(ctx.api::<AutoscaleSet>(), watcher::Config::default(), {
@@ -87,7 +88,9 @@ pub async fn run_ephemeral_runner_sets(
 ) {
     Controller::new(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
         .with_config(config(ctx.settings.concurrency))
-        .owns(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+        // Each reconcile lists its runners afresh, so their changes only need to trigger it:
+        // metadata is enough, and a thousand runners are not cached twice.
+        .owns_stream(metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default()).touched_objects())
         .graceful_shutdown_on(shutdown)
         .run(ephemeral_runner_set::reconcile, error_policy, ctx)
         .for_each(log_result)
@@ -99,9 +102,16 @@ pub async fn run_ephemeral_runners(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    Controller::new(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+    let (runners, writer) = reflector::store();
+    let trigger = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+        .modify(|runner| runner.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(trigger, runners)
         .with_config(config(ctx.settings.runner_concurrency))
-        .owns(ctx.api::<Pod>(), ours())
+        // The reconcile reads the Pod it needs; its changes only trigger it (metadata only, so
+        // no runner Pod is cached).
+        .owns_stream(metadata_watcher(ctx.api::<Pod>(), ours()).touched_objects())
         .graceful_shutdown_on(shutdown)
         .run(ephemeral_runner::reconcile, error_policy, ctx)
         .for_each(log_result)

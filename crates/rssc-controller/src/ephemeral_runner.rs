@@ -18,7 +18,7 @@ use kube::{
     },
 };
 use rssc_api::{
-    consts::{annotations, conditions as types, field_managers, finalizers, reasons},
+    consts::{annotations, conditions as types, field_managers, finalizers, labels, reasons},
     v1alpha1::{
         AutoscaleSet, DeprecatedRunnerVersion, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerStatus,
         RunnerFailure,
@@ -33,11 +33,14 @@ use crate::{
     context::Context,
     metrics::ScaleSetLabels,
     problem::Problem,
-    reconcile::{Error, finalized, timed},
+    reconcile::{Error, already_exists, finalized, timed},
     runner_outcome::{Failure, Outcome, RunnerFacts, classify},
     runner_pod::{JitConfig, jit_secret, runner_pod},
     runner_template::RUNNER_CONTAINER,
 };
+
+/// How soon a runner whose Pod create met a conflict looks at its Pod again.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(1);
 
 /// The shortest wait before a runner Pod a ResourceQuota refused is tried again.
 const QUOTA_RETRY_MIN: Duration = Duration::from_secs(5);
@@ -59,13 +62,7 @@ pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Resul
             finalizers::RUNNER_REGISTRATION,
             runner,
             |o| async move { apply(&o, ctx).await },
-            |o| async move {
-                let result = cleanup(&o, ctx).await;
-                if result.is_ok() {
-                    record_removal(&o, ctx);
-                }
-                result
-            },
+            |o| async move { cleanup(&o, ctx).await },
         ),
     )
     .await
@@ -77,6 +74,9 @@ async fn github(runner: &EphemeralRunner, ctx: &Context) -> Result<ActionsClient
     let namespace = reference
         .namespace_or(runner.metadata.namespace.as_deref().unwrap_or_default())
         .to_owned();
+    if let Some(client) = ctx.known_github(&namespace, &reference.name) {
+        return Ok(client);
+    }
     let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let asss = api
         .get_opt(&reference.name)
@@ -106,16 +106,20 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // 1. A JIT configuration, kept in the runner's own Secret.
-    match secrets.get_opt(&name).await? {
-        // Registered just now: go on to the Pod in this same reconcile.
-        None => {
-            if let Some(action) = register(runner, ctx).await? {
-                return Ok(action);
+    // 1. A JIT configuration, kept in the runner's own Secret (written before the runner ID is
+    // recorded, so a recorded ID means the Secret is there).
+    if status.runner_id.is_none() {
+        match secrets.get_opt(&name).await? {
+            None => {
+                if let Some(action) = register(runner, ctx).await? {
+                    return Ok(action);
+                }
+                // Registered just now: no Pod can exist yet (it reads the Secret that did not),
+                // so create it in this same reconcile without looking for one.
+                return create_pod(runner, ctx, &status, &pods).await;
             }
+            Some(secret) => record_registration(runner, ctx, secret).await?,
         }
-        Some(secret) if status.runner_id.is_none() => record_registration(runner, ctx, secret).await?,
-        Some(_) => {}
     }
 
     // 2. The Pod, and what it says.
@@ -162,35 +166,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         });
     }
     match outcome {
-        Outcome::CreatePod => {
-            let pod = runner_pod(runner, &ctx.settings.user_agent)
-                .expect("runners read from the API have a name and UID");
-            match pods
-                .create(&PostParams::default(), &pod)
-                .instrument(info_span!("pod.create"))
-                .await
-            {
-                Ok(_) => {
-                    info!(runner = %name, "runner pod created");
-                    if status.reason.as_deref() == Some(reasons::EXCEEDED_QUOTA) {
-                        let mut fields = json!({"reason": null, "message": null});
-                        admitted(runner, &status, &mut fields);
-                        patch_status(runner, ctx, fields).await?;
-                    }
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
-                    return quota_exceeded(runner, ctx, &status, &e.message).await;
-                }
-                Err(kube::Error::Api(e)) if e.code == 422 => {
-                    // The template is invalid; no retry can fix it.
-                    fail(runner, ctx, "InvalidPod", &e.message).await?;
-                    return Ok(Action::await_change());
-                }
-                Err(e) => return Err(e.into()),
-            }
-            Ok(Action::await_change())
-        }
+        Outcome::CreatePod => create_pod(runner, ctx, &status, &pods).await,
         Outcome::WaitBeforeRetry(wait) => Ok(Action::requeue(wait)),
         Outcome::Pending => Ok(Action::requeue(ctx.settings.pending_timeout)),
         Outcome::Running { .. } => {
@@ -207,8 +183,8 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             Ok(Action::await_change())
         }
         Outcome::Succeeded => {
-            patch_status(runner, ctx, json!({"phase": "Succeeded", "reason": "RunnerExited", "message": "the runner finished and deregistered itself"})).await?;
             runner_version_works(runner, ctx).await?;
+            remove_finished(runner, ctx).await?;
             Ok(Action::await_change())
         }
         Outcome::VersionDeprecated => {
@@ -258,6 +234,46 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             Ok(Action::await_change())
         }
     }
+}
+
+/// Creates the runner's Pod; a Pod already there is left alone.
+async fn create_pod(
+    runner: &EphemeralRunner,
+    ctx: &Context,
+    status: &EphemeralRunnerStatus,
+    pods: &Api<Pod>,
+) -> Result<Action, Error> {
+    let name = runner.name_any();
+    let pod =
+        runner_pod(runner, &ctx.settings.user_agent).expect("runners read from the API have a name and UID");
+    match pods
+        .create(&PostParams::default(), &pod)
+        .instrument(info_span!("pod.create"))
+        .await
+    {
+        Ok(_) => {
+            info!(runner = %name, "runner pod created");
+            if status.reason.as_deref() == Some(reasons::EXCEEDED_QUOTA) {
+                let mut fields = json!({"reason": null, "message": null});
+                admitted(runner, status, &mut fields);
+                patch_status(runner, ctx, fields).await?;
+            }
+        }
+        // There already: its events bring the next reconcile.
+        Err(e) if already_exists(&e) => {}
+        // Any other conflict made no Pod, and no Pod event will come: look again shortly.
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::requeue(CONFLICT_RECHECK)),
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
+            return quota_exceeded(runner, ctx, status, &e.message).await;
+        }
+        Err(kube::Error::Api(e)) if e.code == 422 => {
+            // The template is invalid; no retry can fix it.
+            fail(runner, ctx, "InvalidPod", &e.message).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
 }
 
 /// Whether GitHub says the runner `id` no longer exists; any other answer (or none) keeps the
@@ -478,7 +494,10 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Acti
         .instrument(info_span!("secret.create"))
         .await
     {
-        Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {}
+        Ok(_) => {}
+        // A 409 Conflict made no Secret: recording the registration now would leave the Pod
+        // nothing to read, and nothing looks for the Secret once the runner ID is recorded.
+        Err(e) if already_exists(&e) => {}
         Err(e) => return Err(e.into()),
     }
     patch_status(
@@ -609,11 +628,74 @@ fn ignore_not_found(err: kube::Error) -> Result<(), kube::Error> {
     }
 }
 
+/// Removes a runner that finished its job and deregistered itself. Nothing is left to wait
+/// for, so rather than recording `Succeeded` for the EphemeralRunnerSet to delete it and then
+/// removing the finalizer in another reconcile, this deletes it and drops the finalizer at once:
+/// one write and two watch round trips fewer per job. Its Pod and Secret go with it.
+async fn remove_finished(runner: &EphemeralRunner, ctx: &Context) -> Result<(), Error> {
+    let name = runner.name_any();
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let deleting = match api.delete(&name, &DeleteParams::background()).await {
+        // Still there, held by its finalizers (gone at once otherwise).
+        Ok(deleted) => match deleted.left() {
+            Some(deleting) => deleting,
+            None => return Ok(()),
+        },
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    info!(runner = %name, "runner finished; removing it");
+    record_removal(runner, ctx);
+    let recorded_end = runner
+        .status
+        .as_ref()
+        .and_then(|s| s.job.as_ref())
+        .is_some_and(|j| j.result.is_some());
+    if let (false, Some(set)) = (recorded_end, runner.labels().get(labels::RUNNER_SET)) {
+        // Gone before the listener counted its job as done: its set's current decision still
+        // counts it, and must not make it again.
+        let namespace = runner.namespace().unwrap_or_default();
+        ctx.decisions.runner_finished(&format!("{namespace}/{set}"));
+    }
+    // Other finalizers stay; the resourceVersion keeps this from dropping one added meanwhile.
+    let kept: Vec<&String> = deleting
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != finalizers::RUNNER_REGISTRATION)
+        .collect();
+    let patch = json!({"metadata": {"resourceVersion": deleting.resource_version(), "finalizers": kept}});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone, or changed meanwhile: the deletion's own reconcile removes the finalizer then.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the runner's Pod says the runner exited 0, which it does only after deregistering.
+async fn exited_cleanly(runner: &EphemeralRunner, ctx: &Context) -> Result<bool, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let pod = pods.get_opt(&runner.name_any()).await?;
+    let status = runner.status.clone().unwrap_or_default();
+    Ok(pod.is_some()
+        && classify(
+            pod.as_ref(),
+            facts(&status),
+            Utc::now(),
+            ctx.settings.pending_timeout,
+        ) == Outcome::Succeeded)
+}
+
 /// Deletion: deregister the runner unless it did so itself; a runner with a job is waited for
 /// (an error keeps the finalizer, and the error policy retries).
 async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
     let status = runner.status.clone().unwrap_or_default();
     let Some(runner_id) = status.runner_id else {
+        record_removal(runner, ctx);
         return Ok(Action::await_change());
     };
     let deregistered = runner
@@ -623,6 +705,11 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
     if status.phase == Some(EphemeralRunnerPhase::Succeeded) || deregistered {
         // It exited 0 after its job and removed itself from GitHub, or scale-down already
         // removed it; asking again is waste.
+        record_removal(runner, ctx);
+        return Ok(Action::await_change());
+    }
+    if exited_cleanly(runner, ctx).await? {
+        // Deleted by `remove_finished`, which recorded it; only its finalizer was left.
         return Ok(Action::await_change());
     }
     let client = github(runner, ctx)
@@ -630,6 +717,7 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
         .map_err(|problem| Error::Waiting(problem.message))?;
     match client.remove_runner(runner_id).await {
         Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {
+            record_removal(runner, ctx);
             Ok(Action::await_change())
         }
         Err(GitHubError::JobStillRunning { .. }) => {

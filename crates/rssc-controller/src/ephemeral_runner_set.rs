@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, chrono::Utc};
 use kube::{
     Api, Resource, ResourceExt,
@@ -17,10 +17,11 @@ use kube::{
     runtime::controller::Action,
 };
 use rssc_api::{
-    consts::{annotations, field_managers, labels, reasons},
+    consts::{annotations, field_managers, finalizers, labels, reasons},
     names,
     v1alpha1::{
-        AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSpec,
+        AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSetStatus,
+        EphemeralRunnerSpec,
     },
 };
 use rssc_github::Error as GitHubError;
@@ -37,8 +38,8 @@ use crate::{
 /// How soon a decision that could not be carried out in full is looked at again.
 const UNSATISFIED_RECHECK: Duration = Duration::from_secs(5);
 
-/// At most this many EphemeralRunners are created at once.
-const CREATE_CONCURRENCY: usize = 16;
+/// At most this many EphemeralRunners are created, deleted or removed at once.
+const WRITE_CONCURRENCY: usize = 16;
 
 /// Runners waiting because a ResourceQuota refused their Pod.
 fn quota_blocked(runners: &[EphemeralRunner]) -> usize {
@@ -115,14 +116,16 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let views: Vec<RunnerView> = runners.iter().map(view).collect();
     let observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
     let decision_key = format!("{namespace}/{}", set.name_any());
-    let decision_age = ctx
+    let standing = ctx
         .decisions
-        .age(&decision_key, set.spec.patch_sequence, Instant::now());
+        .standing(&decision_key, set.spec.patch_sequence, Instant::now());
+    let decision_age = standing.age;
     let decision = Decision {
         replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
         sequence: set.spec.patch_sequence,
         observed_sequence: observed,
         settled: decision_age >= DECISION_SETTLE,
+        unrecorded_finishes: standing.unrecorded_finishes,
     };
     let template_hash = set
         .spec
@@ -137,22 +140,31 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     };
     let plan = plan(decision, &views, &current, Utc::now(), ctx.settings.pending_grace);
 
-    for name in &plan.delete {
-        delete(&runners_api, name).await?;
-    }
+    stream::iter(plan.delete.clone())
+        .map(|name| {
+            let api = runners_api.clone();
+            async move { delete(&api, &name).await }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     let mut removed = 0;
     if !plan.replace.is_empty() || plan.scale_down > 0 {
         let github = github_for(set, ctx).await;
-        for name in &plan.replace {
-            remove(&runners_api, by_name[name], github.as_ref()).await?;
-        }
-        for name in &plan.scale_down_candidates {
-            if removed == plan.scale_down {
+        let remove_all = |names: Vec<&String>| {
+            let runners: Vec<EphemeralRunner> = names.into_iter().map(|n| by_name[n].clone()).collect();
+            remove_concurrently(runners_api.clone(), runners, github.clone())
+        };
+        remove_all(plan.replace.iter().collect()).await?;
+        // Candidates in order, as many at once as are still to go; one GitHub says is busy is
+        // kept and the next one is tried.
+        let mut candidates = plan.scale_down_candidates.iter();
+        while removed < plan.scale_down {
+            let batch: Vec<&String> = candidates.by_ref().take(plan.scale_down - removed).collect();
+            if batch.is_empty() {
                 break;
             }
-            if remove(&runners_api, by_name[name], github.as_ref()).await? {
-                removed += 1;
-            }
+            removed += remove_all(batch).await?;
         }
     }
 
@@ -164,7 +176,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         .unwrap_or_default();
     let created = stream::iter(0..plan.create)
         .map(|i| create(&runners_api, set, traceparents.get(i)))
-        .buffer_unordered(CREATE_CONCURRENCY)
+        .buffer_unordered(WRITE_CONCURRENCY)
         .filter_map(|r| async move { r.err() })
         .collect::<Vec<_>>()
         .await;
@@ -189,24 +201,41 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     // finishing ones to go, is tried again.
     let satisfied = all_created && removed >= plan.scale_down && plan.waiting_for_finishing == 0;
     let observed_sequence = if satisfied { decision.sequence } else { observed };
-    let status = json!({"status": {
-        "currentRunners": counts.current(),
-        "pendingRunners": counts.pending,
-        "idleRunners": counts.idle,
-        "busyRunners": counts.busy,
-        "failedRunners": counts.failed,
-        "deletingRunners": counts.deleting,
-        "quotaBlockedRunners": quota_blocked(&runners),
-        "observedPatchSequence": observed_sequence,
-        "observedGeneration": set.metadata.generation,
-    }});
-    let api: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = PatchParams {
-        field_manager: Some(field_managers::CONTROLLER.into()),
-        ..Default::default()
+    let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let known = set.status.clone().unwrap_or_default();
+    let status = EphemeralRunnerSetStatus {
+        current_runners: to_i32(counts.current()),
+        pending_runners: to_i32(counts.pending),
+        idle_runners: to_i32(counts.idle),
+        busy_runners: to_i32(counts.busy),
+        failed_runners: to_i32(counts.failed),
+        deleting_runners: to_i32(counts.deleting),
+        quota_blocked_runners: to_i32(quota_blocked(&runners)),
+        observed_patch_sequence: observed_sequence,
+        observed_generation: set.metadata.generation,
+        ..known.clone()
     };
-    api.patch_status(&set.name_any(), &params, &Patch::Merge(status))
-        .await?;
+    // Every runner change brings a reconcile; most change no count.
+    if status != known {
+        let patch = json!({"status": {
+            "currentRunners": status.current_runners,
+            "pendingRunners": status.pending_runners,
+            "idleRunners": status.idle_runners,
+            "busyRunners": status.busy_runners,
+            "failedRunners": status.failed_runners,
+            "deletingRunners": status.deleting_runners,
+            "quotaBlockedRunners": status.quota_blocked_runners,
+            "observedPatchSequence": status.observed_patch_sequence,
+            "observedGeneration": status.observed_generation,
+        }});
+        let api: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        let params = PatchParams {
+            field_manager: Some(field_managers::CONTROLLER.into()),
+            ..Default::default()
+        };
+        api.patch_status(&set.name_any(), &params, &Patch::Merge(patch))
+            .await?;
+    }
     if let Some(err) = created.into_iter().next() {
         return Err(err.into());
     }
@@ -229,6 +258,9 @@ async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_gith
     let namespace = reference
         .namespace_or(set.metadata.namespace.as_deref().unwrap_or_default())
         .to_owned();
+    if let Some(client) = ctx.known_github(&namespace, &reference.name) {
+        return Some(client);
+    }
     let api: Api<AutoscaleSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let asss = api.get_opt(&reference.name).await.ok().flatten()?;
     match ctx.github(&asss).await {
@@ -238,6 +270,23 @@ async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_gith
             None
         }
     }
+}
+
+/// Removes `runners` as [`remove`] does, several at once; how many were removed.
+async fn remove_concurrently(
+    api: Api<EphemeralRunner>,
+    runners: Vec<EphemeralRunner>,
+    github: Option<rssc_github::ActionsClient>,
+) -> Result<usize, kube::Error> {
+    let removed = stream::iter(runners)
+        .map(|runner| {
+            let (api, github) = (api.clone(), github.clone());
+            async move { remove(&api, &runner, github.as_ref()).await }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<bool>>()
+        .await?;
+    Ok(removed.into_iter().filter(|r| *r).count())
 }
 
 /// Removes an idle or pending runner after GitHub agrees; false if it turned out busy or
@@ -283,6 +332,12 @@ async fn create(
     set: &EphemeralRunnerSet,
     traceparent: Option<&String>,
 ) -> Result<EphemeralRunner, kube::Error> {
+    api.create(&PostParams::default(), &new_runner(set, traceparent))
+        .await
+}
+
+/// A new runner of `set` (its name generated by the server), joining the trace `traceparent`.
+fn new_runner(set: &EphemeralRunnerSet, traceparent: Option<&String>) -> EphemeralRunner {
     let mut runner_annotations = BTreeMap::from([(
         annotations::PATCH_SEQUENCE.to_owned(),
         set.spec.patch_sequence.to_string(),
@@ -293,13 +348,16 @@ async fn create(
     let template_meta = set.spec.runner_template.metadata.clone().unwrap_or_default();
     let mut runner_labels = template_meta.labels.clone();
     runner_labels.insert(labels::RUNNER_SET.to_owned(), set.name_any());
-    let runner = EphemeralRunner {
+    EphemeralRunner {
         metadata: ObjectMeta {
             generate_name: Some(names::ephemeral_runner_prefix(&set.name_any())),
             namespace: set.namespace(),
             labels: Some(runner_labels),
             annotations: Some(runner_annotations),
             owner_references: set.controller_owner_ref(&()).map(|o| vec![o]),
+            // Born with its finalizer: the runner reconciler registers it on its first look
+            // instead of spending a write and a watch round trip adding it.
+            finalizers: Some(vec![finalizers::RUNNER_REGISTRATION.to_owned()]),
             ..Default::default()
         },
         spec: EphemeralRunnerSpec {
@@ -307,8 +365,7 @@ async fn create(
             runner_config: set.spec.runner_config.clone(),
         },
         status: None,
-    };
-    api.create(&PostParams::default(), &runner).await
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +389,27 @@ mod tests {
             ..Default::default()
         });
         r
+    }
+
+    #[test]
+    fn new_runners_are_born_with_their_finalizer_and_the_decision() {
+        let set: EphemeralRunnerSet = serde_json::from_value(json!({
+            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunnerSet",
+            "metadata": {"name": "ci", "namespace": "ns", "uid": "u1"},
+            "spec": {"replicas": 2, "patchSequence": 7,
+                     "runnerTemplate": {"metadata": {"labels": {labels::POD_SPEC_HASH: "h"}}, "spec": {"containers": []}},
+                     "runnerConfig": {"autoscaleSetRef": {"name": "a"}, "githubConfigURL": "https://github.com/o",
+                                      "scaleSetID": 1, "scaleSetName": "s"}}
+        }))
+        .unwrap();
+        let runner = new_runner(&set, Some(&"00-trace-span-01".to_owned()));
+        assert_eq!(runner.finalizers(), [finalizers::RUNNER_REGISTRATION]);
+        assert_eq!(runner.metadata.generate_name.as_deref(), Some("ci-runner-"));
+        assert_eq!(runner.labels()[labels::RUNNER_SET], "ci");
+        assert_eq!(runner.labels()[labels::POD_SPEC_HASH], "h");
+        assert_eq!(runner.annotations()[annotations::PATCH_SEQUENCE], "7");
+        assert_eq!(runner.annotations()[annotations::TRACEPARENT], "00-trace-span-01");
+        assert_eq!(runner.owner_references()[0].uid, "u1");
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   stood for [`DECISION_SETTLE`], though, the listener has had time to count finished jobs,
 //!   so runners still missing are real demand (a runner lost without a recorded outcome, a
 //!   creation that failed) and are created rather than left to the listener's next heartbeat.
+//!   Runners that finished a job since the decision are not missing: under load the listener
+//!   can take longer than the settle time to count their jobs as done, and refilling them made
+//!   a runner per job that scale-down removed again.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
@@ -77,6 +80,9 @@ pub struct Decision {
     pub observed_sequence: i64,
     /// The decision has stood for [`DECISION_SETTLE`].
     pub settled: bool,
+    /// Runners that finished a job since the decision, gone before the listener recorded the
+    /// job's end: the decision still counts them, its successor will not.
+    pub unrecorded_finishes: usize,
 }
 
 impl Decision {
@@ -193,13 +199,19 @@ pub fn plan(
     let wanted = decision.replicas.saturating_sub(live.len());
     let room = wanted.saturating_sub(finishing);
     plan.waiting_for_finishing = wanted - room;
+    // Runners that finished are no shortfall: the listener's next decision drops their jobs.
+    let finished = if decision.settled && !decision.is_new() {
+        room.min(decision.unrecorded_finishes)
+    } else {
+        0
+    };
     plan.create = if decision.is_new() || decision.settled {
-        room
+        room - finished
     } else {
         // The same decision: only replace what this plan removes for being broken or outdated.
         room.min(failed + plan.replace.len())
     };
-    plan.deferred = room - plan.create;
+    plan.deferred = room - finished - plan.create;
 
     if decision.is_new() && live.len() > decision.replicas {
         plan.scale_down = live.len() - decision.replicas;
@@ -256,6 +268,7 @@ mod tests {
             sequence: 2,
             observed_sequence: 1,
             settled: false,
+            unrecorded_finishes: 0,
         }
     }
 
@@ -265,6 +278,7 @@ mod tests {
             sequence: 2,
             observed_sequence: 2,
             settled: false,
+            unrecorded_finishes: 0,
         }
     }
 
@@ -304,6 +318,18 @@ mod tests {
         let p = plan(settled, &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.create, 2, "the shortfall is real demand by now");
         assert_eq!(p.scale_down, 0, "a settled decision does not scale down again");
+
+        // One of the missing runners finished its job before the listener counted its end.
+        let counted_later = Decision {
+            unrecorded_finishes: 1,
+            ..settled
+        };
+        let p = plan(counted_later, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(
+            p.create, 1,
+            "only the runner lost without an outcome is made again"
+        );
+        assert_eq!(p.deferred, 0, "the finished one is nothing to wait for");
     }
 
     #[test]

@@ -198,6 +198,13 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         1,
         "no replacement without a new decision"
     );
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path.ends_with(&format!("/agents/{first_id}"))),
+        "a runner that exited 0 deregistered itself: removing it asks GitHub nothing"
+    );
 
     // The other still has its job: scale-down asks GitHub, which refuses, and the runner stays.
     let (busy, busy_id) = ids[1].clone();
