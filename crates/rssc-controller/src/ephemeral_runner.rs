@@ -708,8 +708,18 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
         record_removal(runner, ctx);
         return Ok(Action::await_change());
     }
-    if exited_cleanly(runner, ctx).await? {
-        // Deleted by `remove_finished`, which recorded it; only its finalizer was left.
+    // The cached runner can lag: one that finished is already gone, with its finalizer, by the
+    // time a reconcile of its deletion runs; asking GitHub about it would be waste.
+    let api: Api<EphemeralRunner> =
+        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let holds_finalizer = api.get_opt(&runner.name_any()).await?.is_some_and(|stored| {
+        stored
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizers::RUNNER_REGISTRATION)
+    });
+    if !holds_finalizer || exited_cleanly(runner, ctx).await? {
+        // Deleted by `remove_finished`, which recorded it; at most its finalizer was left.
         return Ok(Action::await_change());
     }
     let client = github(runner, ctx)
