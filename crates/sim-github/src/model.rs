@@ -1,7 +1,7 @@
 //! The fake's state: credentials, scale sets, sessions, the message queue, runners and the job
 //! model. Pure state transitions; the HTTP layer in `server` calls these under one lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -321,6 +321,9 @@ pub struct State {
     pub jobs: BTreeMap<i64, Job>,
     /// Runners by id.
     pub runners: BTreeMap<i64, Runner>,
+    /// Jobs in the order they were assigned, by scale set, so an idle runner asking for work
+    /// does not scan every job ever queued; entries whose job has moved on are dropped lazily.
+    assignment_order: HashMap<i64, BTreeSet<(Instant, i64)>>,
     /// Every call.
     pub calls: Vec<CallRecord>,
     /// Installation tokens issued.
@@ -356,6 +359,7 @@ impl State {
             sessions: HashMap::new(),
             jobs: BTreeMap::new(),
             runners: BTreeMap::new(),
+            assignment_order: HashMap::new(),
             calls: Vec::new(),
             installation_tokens_issued: 0,
             registration_tokens_issued: 0,
@@ -988,9 +992,11 @@ impl State {
                 continue;
             }
             let j = self.jobs.get_mut(&id).expect("exists");
+            let at = Instant::now();
             j.state = JobState::Assigned;
             j.scale_set_assign_time = Some(SystemTime::now());
-            j.assigned_at = Some(Instant::now());
+            j.assigned_at = Some(at);
+            self.assignment_order.entry(ss).or_default().insert((at, id));
             self.emit(id, "JobAssigned");
         }
     }
@@ -1143,14 +1149,19 @@ impl State {
             return Err(ApiError::bad_request("runner is busy"));
         }
         let ss = r.scale_set_id;
-        let Some(id) = self
-            .jobs
-            .values()
-            .filter(|j| j.state == JobState::Assigned && j.scale_set_id == Some(ss))
-            .min_by_key(|j| j.assigned_at)
-            .map(|j| j.id)
-        else {
-            return Ok(None);
+        // The longest-assigned job of the scale set that is still assigned and waiting.
+        let order = self.assignment_order.entry(ss).or_default();
+        let id = loop {
+            let Some(&(at, id)) = order.first() else {
+                return Ok(None);
+            };
+            let waiting = self.jobs.get(&id).is_some_and(|j| {
+                j.state == JobState::Assigned && j.scale_set_id == Some(ss) && j.assigned_at == Some(at)
+            });
+            if waiting {
+                break id;
+            }
+            order.pop_first();
         };
         let j = self.jobs.get_mut(&id).expect("exists");
         j.state = JobState::Running;
@@ -1276,6 +1287,31 @@ mod tests {
         );
         assert_eq!(s.jobs[&job].run_count, 1);
         assert_eq!(s.statistics(ss), StatisticsJson::default());
+    }
+
+    #[test]
+    fn runners_take_the_longest_assigned_job_of_their_scale_set_once() {
+        let mut s = state();
+        let ss = make_set(&mut s, "set", &["set"]);
+        let other = make_set(&mut s, "other", &["other"]);
+        let first = s.queue_job(JobSpec::for_labels(["set"]));
+        let elsewhere = s.queue_job(JobSpec::for_labels(["other"]));
+        s.acquire(other, &[elsewhere]);
+        s.acquire(ss, &[first]);
+        let second = s.queue_job(JobSpec::for_labels(["set"]));
+        s.acquire(ss, &[second]);
+        let mut take = |name: &str| {
+            let jit = s.generate_jit(ss, name).unwrap();
+            let runner = s.runner_start(&jit.encoded_jit_config).unwrap().runner_id;
+            s.runner_take_job(runner).unwrap().map(|j| j.runner_request_id)
+        };
+        assert_eq!(take("r1"), Some(first));
+        assert_eq!(take("r2"), Some(second));
+        assert_eq!(
+            take("r3"),
+            None,
+            "the other scale set's job is not ours, and none is left"
+        );
     }
 
     #[test]
