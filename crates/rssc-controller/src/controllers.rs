@@ -106,16 +106,55 @@ pub async fn run_ephemeral_runners(
     let trigger = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
         .modify(|runner| runner.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(runner_changes_that_matter);
     Controller::for_stream(trigger, runners)
         .with_config(config(ctx.settings.runner_concurrency))
-        // The reconcile reads the Pod it needs; its changes only trigger it (metadata only, so
-        // no runner Pod is cached).
-        .owns_stream(metadata_watcher(ctx.api::<Pod>(), ours()).touched_objects())
+        // The reconcile reads the Pod it needs; a Pod change triggers it only when it can
+        // change the runner's outcome (no runner Pod is cached).
+        .owns_stream(pod_triggers(watcher(ctx.api::<Pod>(), ours())))
         .graceful_shutdown_on(shutdown)
         .run(ephemeral_runner::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
+}
+
+/// The runner Pod changes that can change a runner's outcome (see
+/// [`crate::runner_outcome::pod_digest`]), and every Pod deletion: a vanished Pod is an outcome
+/// too, though its last state may equal the one seen before.
+fn pod_triggers(
+    events: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send,
+) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send {
+    let mut seen: std::collections::HashMap<ObjectRef<Pod>, u64> = std::collections::HashMap::new();
+    events.filter_map(move |event| {
+        let trigger = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                let digest = crate::runner_outcome::pod_digest(&pod);
+                (seen.insert(ObjectRef::from_obj(&pod), digest) != Some(digest)).then_some(Ok(pod))
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                seen.remove(&ObjectRef::from_obj(&pod));
+                Some(Ok(pod))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        };
+        futures::future::ready(trigger)
+    })
+}
+
+/// What of an EphemeralRunner its reconcile acts on: its spec (generation, which a deletion also
+/// bumps), its deletion and its finalizers. Status writes (the controller's own and the
+/// listener's job records, four or more per runner) need no reconcile: what they say matters
+/// only when the runner's Pod changes, which triggers one anyway. Left unfiltered, they filled
+/// the reconcile queue in a burst and new runners waited seconds for their first turn.
+fn runner_changes_that_matter(runner: &EphemeralRunner) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    runner.metadata.generation.hash(&mut hasher);
+    runner.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    runner.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Error>(
@@ -229,3 +268,62 @@ where
 
 /// How often a deletion that waits (for runners, or for GitHub) looks again.
 const DRAIN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use rssc_api::v1alpha1::{EphemeralRunnerPhase, EphemeralRunnerStatus, RunnerJob};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_pod_changes_that_can_change_the_outcome_trigger_and_every_deletion_does() {
+        let pod = |rv: &str, phase: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "r", "namespace": "ns", "resourceVersion": rv},
+                "status": {"phase": phase}
+            }))
+            .unwrap()
+        };
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Apply(pod("1", "Pending"))),
+            Ok(watcher::Event::Apply(pod("2", "Pending"))),
+            Ok(watcher::Event::Apply(pod("3", "Running"))),
+            Ok(watcher::Event::Delete(pod("3", "Running"))),
+        ]);
+        let seen: Vec<String> = pod_triggers(events)
+            .map(|p| p.unwrap().resource_version().unwrap())
+            .collect()
+            .await;
+        assert_eq!(seen, ["1", "3", "3"]);
+    }
+
+    #[test]
+    fn status_writes_do_not_trigger_a_runner_reconcile_but_deletion_and_finalizers_do() {
+        let mut runner: EphemeralRunner = serde_json::from_value(serde_json::json!({
+            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunner",
+            "metadata": {"name": "r", "generation": 1, "finalizers": ["f"]},
+            "spec": {"runnerTemplate": {"spec": {"containers": []}},
+                     "runnerConfig": {"autoscaleSetRef": {"name": "a"}, "githubConfigURL": "https://github.com/o",
+                                      "scaleSetID": 1, "scaleSetName": "s"}}
+        }))
+        .unwrap();
+        let created = runner_changes_that_matter(&runner);
+        runner.status = Some(EphemeralRunnerStatus {
+            phase: Some(EphemeralRunnerPhase::Running),
+            runner_id: Some(3),
+            job: Some(RunnerJob::default()),
+            ..Default::default()
+        });
+        runner.metadata.resource_version = Some("9".into());
+        assert_eq!(runner_changes_that_matter(&runner), created, "status only");
+
+        let mut deleted = runner.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(k8s_openapi::chrono::Utc::now()));
+        deleted.metadata.generation = Some(2);
+        assert_ne!(runner_changes_that_matter(&deleted), created);
+        let mut released = runner.clone();
+        released.metadata.finalizers = None;
+        assert_ne!(runner_changes_that_matter(&released), created);
+    }
+}

@@ -174,6 +174,24 @@ pub fn classify(pod: Option<&Pod>, facts: RunnerFacts, now: Timestamp, pending_t
     }
 }
 
+/// A digest of what [`classify`] reads from a Pod: its deletion, phase and reason, and each
+/// container's readiness and exit. Pod changes with the same digest (the kubelet's other
+/// status writes) cannot change the outcome, so they need no reconcile.
+pub fn pod_digest(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    if let Some(status) = &pod.status {
+        status.phase.hash(&mut hasher);
+        status.reason.hash(&mut hasher);
+        let containers = status.container_statuses.iter().flatten();
+        for c in containers.chain(status.init_container_statuses.iter().flatten()) {
+            (&c.name, c.ready, terminated(c)).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
 fn terminated(container: &ContainerStatus) -> Option<(i32, String)> {
     let state = container.state.as_ref()?.terminated.as_ref()?;
     Some((state.exit_code, state.reason.clone().unwrap_or_default()))
