@@ -174,9 +174,10 @@ pub fn classify(pod: Option<&Pod>, facts: RunnerFacts, now: Timestamp, pending_t
     }
 }
 
-/// A digest of what [`classify`] reads from a Pod: its deletion, phase and reason, and each
-/// container's readiness and exit. Pod changes with the same digest (the kubelet's other
-/// status writes) cannot change the outcome, so they need no reconcile.
+/// A digest of what the reconcile acts on in a Pod's [`classify`] outcome: its deletion, phase
+/// and reason, and which containers exited how. Pod changes with the same digest (the
+/// kubelet's other status writes: containers created, started, ready) cannot change what the
+/// reconcile does, so they need none.
 pub fn pod_digest(pod: &Pod) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -186,7 +187,9 @@ pub fn pod_digest(pod: &Pod) -> u64 {
         status.reason.hash(&mut hasher);
         let containers = status.container_statuses.iter().flatten();
         for c in containers.chain(status.init_container_statuses.iter().flatten()) {
-            (&c.name, c.ready, terminated(c)).hash(&mut hasher);
+            if let Some(exit) = terminated(c) {
+                (&c.name, exit).hash(&mut hasher);
+            }
         }
     }
     hasher.finish()
