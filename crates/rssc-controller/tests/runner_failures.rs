@@ -63,6 +63,21 @@ async fn pod_uid(t: &Target, name: &str) -> Option<String> {
         .and_then(|p| p.metadata.uid)
 }
 
+/// Creates the EphemeralRunner `name` of `set` directly, as the EphemeralRunnerSet would.
+async fn create_runner(t: &Target, set: &EphemeralRunnerSet, name: &str) {
+    let runner = EphemeralRunner::new(
+        name,
+        rssc_api::v1alpha1::EphemeralRunnerSpec {
+            runner_template: set.spec.runner_template.clone(),
+            runner_config: set.spec.runner_config.clone(),
+        },
+    );
+    t.api::<EphemeralRunner>()
+        .create(&PostParams::default(), &runner)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     let t = Target::new("failures").await;
@@ -406,17 +421,7 @@ async fn a_registration_whose_secret_was_lost_is_replaced_not_duplicated() {
         .runner
         .id;
 
-    let runner = EphemeralRunner::new(
-        name,
-        rssc_api::v1alpha1::EphemeralRunnerSpec {
-            runner_template: set.spec.runner_template.clone(),
-            runner_config: set.spec.runner_config.clone(),
-        },
-    );
-    t.api::<EphemeralRunner>()
-        .create(&PostParams::default(), &runner)
-        .await
-        .unwrap();
+    create_runner(&t, &set, name).await;
     eventually(
         "the runner is registered anew, with its Secret and Pod",
         || async {
@@ -485,17 +490,7 @@ async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, 
     let set = support::runner_set_for(&t, &asss, 1);
 
     proxy.faults().refuse("create", resource, 409, times);
-    let runner = EphemeralRunner::new(
-        name,
-        rssc_api::v1alpha1::EphemeralRunnerSpec {
-            runner_template: set.spec.runner_template.clone(),
-            runner_config: set.spec.runner_config.clone(),
-        },
-    );
-    t.api::<EphemeralRunner>()
-        .create(&PostParams::default(), &runner)
-        .await
-        .unwrap();
+    create_runner(&t, &set, name).await;
     let secret_runner_id = || async {
         t.api::<Secret>()
             .get_opt(name)
