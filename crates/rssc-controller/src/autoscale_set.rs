@@ -238,13 +238,20 @@ async fn write_status(
         field_manager: Some(field_managers::CONTROLLER.into()),
         ..Default::default()
     };
-    api.patch_status(
-        &asss.name_any(),
-        &params,
-        &Patch::Merge(serde_json::json!({ "status": status })),
-    )
-    .await?;
+    api.patch_status(&asss.name_any(), &params, &Patch::Merge(status_patch(&status)))
+        .await?;
     Ok(())
+}
+
+/// The merge patch that writes `status`, all but `deprecatedRunnerVersion`: the EphemeralRunner
+/// reconciler records and clears that, and writing back a cached copy here undid a clear made
+/// meanwhile, leaving `RunnerVersionSupported=False` after a runner had succeeded.
+fn status_patch(status: &AutoscaleSetStatus) -> serde_json::Value {
+    let mut fields = serde_json::to_value(status).expect("a status serializes");
+    if let Some(fields) = fields.as_object_mut() {
+        fields.remove("deprecatedRunnerVersion");
+    }
+    serde_json::json!({ "status": fields })
 }
 
 /// Makes sure the scale set exists on GitHub as the spec says; returns a summary.
@@ -461,6 +468,22 @@ async fn cleanup(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_patch_leaves_the_runners_record_alone() {
+        let status = AutoscaleSetStatus {
+            deprecated_runner_version: Some(rssc_api::v1alpha1::DeprecatedRunnerVersion {
+                image: "runner:2.300.0".into(),
+                runner: "ci-runner-x".into(),
+                time: Time(k8s_openapi::chrono::Utc::now()),
+            }),
+            scale_set_id: Some(4),
+            ..Default::default()
+        };
+        let patch = status_patch(&status);
+        assert_eq!(patch["status"]["scaleSetID"], 4);
+        assert!(patch["status"].get("deprecatedRunnerVersion").is_none());
+    }
 
     #[test]
     fn runner_version_condition_appears_on_exit_7_and_clears_after_a_success() {
