@@ -184,7 +184,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         }
         Outcome::Succeeded => {
             runner_version_works(runner, ctx).await?;
-            remove_finished(runner, ctx).await?;
+            remove_finished(runner, ctx, pod.as_ref()).await?;
             Ok(Action::await_change())
         }
         Outcome::VersionDeprecated => {
@@ -581,13 +581,16 @@ fn scale_set_labels(runner: &EphemeralRunner) -> ScaleSetLabels {
 }
 
 /// Records how long after its job finished a runner is removed (runners without a finished
-/// job, e.g. idle runners scaled down, are not measured).
-fn record_removal(runner: &EphemeralRunner, ctx: &Context) {
+/// job, e.g. idle runners scaled down, are not measured). A runner removed as soon as it exited
+/// can be gone before the listener records its job's end: its exit, which follows the job's
+/// end, stands in for it then.
+fn record_removal(runner: &EphemeralRunner, ctx: &Context, exited: Option<&Time>) {
     let finished = runner
         .status
         .as_ref()
         .and_then(|s| s.job.as_ref())
-        .and_then(|j| j.finished_at.as_ref());
+        .and_then(|j| j.finished_at.as_ref())
+        .or(exited);
     if let Some(finished) = finished {
         let took = (Utc::now() - finished.0).to_std().unwrap_or_default();
         ctx.metrics.runner_removed(&scale_set_labels(runner), took);
@@ -632,7 +635,7 @@ fn ignore_not_found(err: kube::Error) -> Result<(), kube::Error> {
 /// for, so rather than recording `Succeeded` for the EphemeralRunnerSet to delete it and then
 /// removing the finalizer in another reconcile, this deletes it and drops the finalizer at once:
 /// one write and two watch round trips fewer per job. Its Pod and Secret go with it.
-async fn remove_finished(runner: &EphemeralRunner, ctx: &Context) -> Result<(), Error> {
+async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&Pod>) -> Result<(), Error> {
     let name = runner.name_any();
     let api: Api<EphemeralRunner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
@@ -646,7 +649,12 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context) -> Result<(), 
         Err(e) => return Err(e.into()),
     };
     info!(runner = %name, "runner finished; removing it");
-    record_removal(runner, ctx);
+    let exited = pod
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref());
+    record_removal(runner, ctx, exited);
     let recorded_end = runner
         .status
         .as_ref()
@@ -695,7 +703,7 @@ async fn exited_cleanly(runner: &EphemeralRunner, ctx: &Context) -> Result<bool,
 async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
     let status = runner.status.clone().unwrap_or_default();
     let Some(runner_id) = status.runner_id else {
-        record_removal(runner, ctx);
+        record_removal(runner, ctx, None);
         return Ok(Action::await_change());
     };
     let deregistered = runner
@@ -705,7 +713,7 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
     if status.phase == Some(EphemeralRunnerPhase::Succeeded) || deregistered {
         // It exited 0 after its job and removed itself from GitHub, or scale-down already
         // removed it; asking again is waste.
-        record_removal(runner, ctx);
+        record_removal(runner, ctx, None);
         return Ok(Action::await_change());
     }
     // The cached runner can lag: one that finished is already gone, with its finalizer, by the
@@ -727,7 +735,7 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
         .map_err(|problem| Error::Waiting(problem.message))?;
     match client.remove_runner(runner_id).await {
         Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {
-            record_removal(runner, ctx);
+            record_removal(runner, ctx, None);
             Ok(Action::await_change())
         }
         Err(GitHubError::JobStillRunning { .. }) => {
