@@ -689,13 +689,14 @@ async fn exited_cleanly(runner: &EphemeralRunner, ctx: &Context) -> Result<bool,
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let pod = pods.get_opt(&runner.name_any()).await?;
     let status = runner.status.clone().unwrap_or_default();
-    Ok(pod.is_some()
-        && classify(
-            pod.as_ref(),
-            facts(&status),
-            Utc::now(),
-            ctx.settings.pending_timeout,
-        ) == Outcome::Succeeded)
+    let outcome = classify(
+        pod.as_ref(),
+        facts(&status),
+        Utc::now(),
+        ctx.settings.pending_timeout,
+    );
+    // Without a Pod the outcome is never `Succeeded`.
+    Ok(outcome == Outcome::Succeeded)
 }
 
 /// Deletion: deregister the runner unless it did so itself; a runner with a job is waited for
