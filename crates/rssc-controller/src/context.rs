@@ -92,6 +92,8 @@ pub struct Context {
     pub applied: crate::applied::Applied,
     /// How long each EphemeralRunnerSet's decision has stood.
     pub decisions: crate::decision_clock::DecisionClock,
+    /// When each EphemeralRunnerSet's status was last written.
+    pub set_status_pace: crate::status_pace::StatusPace,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -138,6 +140,7 @@ impl Context {
             },
             applied: crate::applied::Applied::default(),
             decisions: crate::decision_clock::DecisionClock::default(),
+            set_status_pace: crate::status_pace::StatusPace::default(),
             github: Mutex::default(),
             failures: Mutex::default(),
         }

@@ -35,7 +35,7 @@ use crate::{
     problem::Problem,
     reconcile::{Error, already_exists, finalized, timed},
     runner_outcome::{Failure, Outcome, RunnerFacts, classify},
-    runner_pod::{JitConfig, jit_secret, runner_pod},
+    runner_pod::{JitConfig, Registration, jit_secret, registration_in, runner_pod},
     runner_template::RUNNER_CONTAINER,
 };
 
@@ -106,10 +106,15 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // 1. A JIT configuration, kept in the runner's own Secret (written before the runner ID is
-    // recorded, so a recorded ID means the Secret is there).
-    if status.runner_id.is_none() {
-        match secrets.get_opt(&name).await? {
+    // 1. A JIT configuration, kept in the runner's own Secret. The status records the
+    // registration only with `Running` (a status write fewer per runner); until then the Secret
+    // is where it is, and a recorded ID means the Secret is there.
+    let registration = match status.runner_id {
+        Some(runner_id) => Some(Registration {
+            runner_id,
+            runner_name: status.runner_name.clone(),
+        }),
+        None => match secrets.get_opt(&name).await? {
             None => {
                 if let Some(action) = register(runner, ctx).await? {
                     return Ok(action);
@@ -118,9 +123,9 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
                 // so create it in this same reconcile without looking for one.
                 return create_pod(runner, ctx, &status, &pods).await;
             }
-            Some(secret) => record_registration(runner, ctx, secret).await?,
-        }
-    }
+            Some(secret) => registration_in(&secret),
+        },
+    };
 
     // 2. The Pod, and what it says.
     let pod = pods.get_opt(&name).await?;
@@ -154,7 +159,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
     } else {
         (runner, status)
     };
-    if let (Outcome::RetryPod(failure), Some(id)) = (&outcome, status.runner_id)
+    if let (Outcome::RetryPod(failure), Some(id)) = (&outcome, registration.as_ref().map(|r| r.runner_id))
         && registration_gone(runner, ctx, id).await
     {
         // Its JIT configuration can never connect again (GitHub removed the runner, e.g. for
@@ -173,6 +178,10 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             if status.phase != Some(EphemeralRunnerPhase::Running) {
                 info!("runner pod running");
                 let mut fields = json!({"phase": "Running", "reason": null, "message": null});
+                if let (None, Some(registration)) = (status.runner_id, &registration) {
+                    fields["runnerId"] = json!(registration.runner_id);
+                    fields["runnerName"] = json!(registration.runner_name);
+                }
                 admitted(runner, &status, &mut fields);
                 patch_status(runner, ctx, fields).await?;
                 if let Some(created) = &runner.metadata.creation_timestamp {
@@ -417,20 +426,6 @@ fn controller_params() -> PatchParams {
     }
 }
 
-/// Records on the runner the registration its Secret holds (a previous reconcile stored the
-/// Secret but its status write was lost).
-async fn record_registration(runner: &EphemeralRunner, ctx: &Context, secret: Secret) -> Result<(), Error> {
-    let data = secret.data.unwrap_or_default();
-    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
-    let runner_id = text("runnerId").and_then(|v| v.parse::<i64>().ok());
-    patch_status(
-        runner,
-        ctx,
-        json!({"runnerId": runner_id, "runnerName": text("runnerName"), "phase": "Pending"}),
-    )
-    .await
-}
-
 /// Gets a JIT configuration for the runner and stores it in the runner's Secret;
 /// `Some` ends the reconcile there (a problem to retry), `None` goes on to the Pod.
 async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Action>, Error> {
@@ -500,12 +495,6 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Acti
         Err(e) if already_exists(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    patch_status(
-        runner,
-        ctx,
-        json!({"runnerId": jit.runner.id, "runnerName": jit.runner.name, "phase": "Pending"}),
-    )
-    .await?;
     Ok(None)
 }
 
@@ -684,6 +673,19 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     }
 }
 
+/// The runner's ID on GitHub: recorded in its status once it ran, in its Secret before that;
+/// `None` if it never registered.
+pub async fn registered_id(
+    runner: &EphemeralRunner,
+    secrets: &Api<Secret>,
+) -> Result<Option<i64>, kube::Error> {
+    if let Some(id) = runner.status.as_ref().and_then(|s| s.runner_id) {
+        return Ok(Some(id));
+    }
+    let secret = secrets.get_opt(&runner.name_any()).await?;
+    Ok(secret.as_ref().and_then(registration_in).map(|r| r.runner_id))
+}
+
 /// Whether the runner's Pod says the runner exited 0, which it does only after deregistering.
 async fn exited_cleanly(runner: &EphemeralRunner, ctx: &Context) -> Result<bool, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
@@ -703,10 +705,6 @@ async fn exited_cleanly(runner: &EphemeralRunner, ctx: &Context) -> Result<bool,
 /// (an error keeps the finalizer, and the error policy retries).
 async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
     let status = runner.status.clone().unwrap_or_default();
-    let Some(runner_id) = status.runner_id else {
-        record_removal(runner, ctx, None);
-        return Ok(Action::await_change());
-    };
     let deregistered = runner
         .annotations()
         .get(annotations::DEREGISTERED)
@@ -727,10 +725,20 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
             .iter()
             .any(|f| f == finalizers::RUNNER_REGISTRATION)
     });
-    if !holds_finalizer || exited_cleanly(runner, ctx).await? {
-        // Deleted by `remove_finished`, which recorded it; at most its finalizer was left.
+    if !holds_finalizer {
+        // Deleted by `remove_finished`, which recorded it and dropped the finalizer.
+        return Err(Error::AlreadyFinalized);
+    }
+    if exited_cleanly(runner, ctx).await? {
+        // Deleted by `remove_finished`, which recorded it; only its finalizer was left.
         return Ok(Action::await_change());
     }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let Some(runner_id) = registered_id(runner, &secrets).await? else {
+        // Never registered: nothing to remove from GitHub.
+        record_removal(runner, ctx, None);
+        return Ok(Action::await_change());
+    };
     let client = github(runner, ctx)
         .await
         .map_err(|problem| Error::Waiting(problem.message))?;

@@ -11,6 +11,7 @@ use std::{
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
+    api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
     chrono::Utc,
 };
@@ -34,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::{
     context::Context,
+    ephemeral_runner::registered_id,
     metrics::ScaleSetLabels,
     reconcile::{Error, timed},
     scale::{Counts, Current, DECISION_SETTLE, Decision, RunnerState, RunnerView, plan},
@@ -103,7 +105,9 @@ pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Resul
 async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {
     let namespace = set.namespace().unwrap_or_default();
     if set.metadata.deletion_timestamp.is_some() {
-        ctx.decisions.forget(&format!("{namespace}/{}", set.name_any()));
+        let key = format!("{namespace}/{}", set.name_any());
+        ctx.decisions.forget(&key);
+        ctx.set_status_pace.forget(&key);
         return Ok(Action::await_change());
     }
     let runners_api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -153,9 +157,10 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let mut removed = 0;
     if !plan.replace.is_empty() || plan.scale_down > 0 {
         let github = github_for(set, ctx).await;
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         let remove_all = |names: Vec<&String>| {
             let runners: Vec<EphemeralRunner> = names.into_iter().map(|n| by_name[n].clone()).collect();
-            remove_concurrently(runners_api.clone(), runners, github.clone())
+            remove_concurrently(runners_api.clone(), secrets.clone(), runners, github.clone())
         };
         remove_all(plan.replace.iter().collect()).await?;
         // Candidates in order, as many at once as are still to go; one GitHub says is busy is
@@ -217,8 +222,17 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         observed_generation: set.metadata.generation,
         ..known.clone()
     };
-    // Every runner change brings a reconcile; most change no count.
-    if status != known {
+    // Every runner change brings a reconcile; most change no count, and during a burst the
+    // counts are written at most once a second (see `status_pace`). The decision acted on is
+    // read back by the next reconcile, so it is written at once.
+    let urgent = status.observed_patch_sequence != known.observed_patch_sequence
+        || status.observed_generation != known.observed_generation;
+    let status_wait = if status == known {
+        None
+    } else {
+        ctx.set_status_pace.claim(&decision_key, Instant::now(), urgent)
+    };
+    if status != known && status_wait.is_none() {
         let patch = json!({"status": {
             "currentRunners": status.current_runners,
             "pendingRunners": status.pending_runners,
@@ -241,18 +255,23 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     if let Some(err) = created.into_iter().next() {
         return Err(err.into());
     }
-    if !satisfied {
-        Ok(Action::requeue(UNSATISFIED_RECHECK))
+    let recheck = if !satisfied {
+        Some(UNSATISFIED_RECHECK)
     } else if plan.deferred > 0 {
         // Look again once the decision has settled: runners still missing then are created.
-        Ok(Action::requeue(
+        Some(
             DECISION_SETTLE
                 .saturating_sub(decision_age)
                 .max(Duration::from_secs(1)),
-        ))
+        )
     } else {
-        Ok(Action::await_change())
-    }
+        None
+    };
+    // A held-back status write is made by the reconcile after the wait.
+    Ok(match recheck.into_iter().chain(status_wait).min() {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    })
 }
 
 /// An EphemeralRunner as the set's reconcile reads it: no Pod template, no managed fields.
@@ -349,13 +368,14 @@ async fn github_for(set: &EphemeralRunnerSet, ctx: &Context) -> Option<rssc_gith
 /// Removes `runners` as [`remove`] does, several at once; how many were removed.
 async fn remove_concurrently(
     api: Api<EphemeralRunner>,
+    secrets: Api<Secret>,
     runners: Vec<EphemeralRunner>,
     github: Option<rssc_github::ActionsClient>,
 ) -> Result<usize, kube::Error> {
     let removed = stream::iter(runners)
         .map(|runner| {
-            let (api, github) = (api.clone(), github.clone());
-            async move { remove(&api, &runner, github.as_ref()).await }
+            let (api, secrets, github) = (api.clone(), secrets.clone(), github.clone());
+            async move { remove(&api, &secrets, &runner, github.as_ref()).await }
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<bool>>()
@@ -367,11 +387,12 @@ async fn remove_concurrently(
 /// GitHub could not be asked.
 async fn remove(
     api: &Api<EphemeralRunner>,
+    secrets: &Api<Secret>,
     runner: &EphemeralRunner,
     github: Option<&rssc_github::ActionsClient>,
 ) -> Result<bool, kube::Error> {
     let name = runner.name_any();
-    if let Some(runner_id) = runner.status.as_ref().and_then(|s| s.runner_id) {
+    if let Some(runner_id) = registered_id(runner, secrets).await? {
         let Some(github) = github else { return Ok(false) };
         match github.remove_runner(runner_id).await {
             Ok(()) | Err(GitHubError::RunnerNotFound { .. } | GitHubError::NotFound { .. }) => {}

@@ -25,3 +25,4 @@ pub mod runner_set;
 pub mod runner_support;
 pub mod runner_template;
 pub mod scale;
+pub mod status_pace;

@@ -27,6 +27,10 @@ pub enum Error {
     /// A deletion waits (for runners to finish, for GitHub); an error keeps the finalizer.
     #[error("waiting: {0}")]
     Waiting(String),
+    /// The cache still showed the finalizer, but the stored object no longer holds it (or is
+    /// gone): cleanup has nothing to do, and removing the finalizer again would be a wasted write.
+    #[error("already finalized")]
+    AlreadyFinalized,
 }
 
 impl Error {
@@ -34,7 +38,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self.own() {
             Error::Kube(_) => "kubernetes",
-            Error::Finalizer(_) => "finalizer",
+            Error::Finalizer(_) | Error::AlreadyFinalized => "finalizer",
             Error::Waiting(_) => "waiting",
         }
     }
@@ -83,6 +87,7 @@ where
         finalizer::Error::RemoveFinalizer(kube::Error::Api(ref response)) if response.code == 404 => {
             Ok(Action::await_change())
         }
+        finalizer::Error::CleanupFailed(Error::AlreadyFinalized) => Ok(Action::await_change()),
         e => Err(Error::Finalizer(Box::new(e))),
     })
 }

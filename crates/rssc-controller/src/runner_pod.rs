@@ -44,6 +44,25 @@ impl fmt::Debug for JitConfig {
     }
 }
 
+/// The GitHub registration a runner's JIT Secret records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// Runner ID on GitHub.
+    pub runner_id: i64,
+    /// Runner name on GitHub.
+    pub runner_name: Option<String>,
+}
+
+/// Reads the registration from a runner's JIT Secret; `None` if it records no runner ID.
+pub fn registration_in(secret: &Secret) -> Option<Registration> {
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    Some(Registration {
+        runner_id: text("runnerId")?.parse().ok()?,
+        runner_name: text("runnerName"),
+    })
+}
+
 /// Error building a runner's objects.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
@@ -248,6 +267,13 @@ mod tests {
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("EphemeralRunner", "uid-1", Some(true))
+        );
+        assert_eq!(
+            registration_in(&secret),
+            Some(Registration {
+                runner_id: 11,
+                runner_name: Some("ci-runner-x7k2p".into())
+            })
         );
         let data = secret.data.unwrap();
         assert_eq!(data[JIT_TOKEN_KEY].0, b"c2VjcmV0");

@@ -268,12 +268,7 @@ async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_ro
 }
 
 async fn registration(t: &Target, name: &str) -> Option<i64> {
-    t.api::<EphemeralRunner>()
-        .get_opt(name)
-        .await
-        .unwrap()
-        .and_then(|r| r.status)
-        .and_then(|s| s.runner_id)
+    support::registered_id(t, name).await
 }
 
 /// Waits for the one runner to be registered with a Pod; returns its name and runner ID.

@@ -81,7 +81,7 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         let rs = runners(&t).await;
         let mut ready = 0;
         for r in &rs {
-            let registered = r.status.as_ref().and_then(|s| s.runner_id).is_some();
+            let registered = support::registered_id(&t, &r.name_any()).await.is_some();
             let has_pod = t.api::<Pod>().get_opt(&r.name_any()).await.unwrap().is_some();
             if registered && has_pod {
                 ready += 1;
@@ -145,10 +145,7 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         )
         .unwrap();
         let started = fake.runner_start(&jit).unwrap();
-        assert_eq!(
-            Some(started.runner_id),
-            r.status.as_ref().and_then(|s| s.runner_id)
-        );
+        assert_eq!(Some(started.runner_id), support::registered_id(&t, &name).await);
         ids.push((name, started.runner_id));
         fake.queue_job(JobSpec::for_labels(["linux"]));
     }

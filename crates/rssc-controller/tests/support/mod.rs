@@ -331,3 +331,17 @@ pub async fn create_runner_set(t: &Target, asss: &AutoscaleSet, replicas: i32) -
         .unwrap();
     set
 }
+
+/// The GitHub runner ID the runner `name` is registered under: its status records it once the
+/// runner runs, its JIT Secret from registration on.
+pub async fn registered_id(t: &Target, name: &str) -> Option<i64> {
+    let runner = t
+        .api::<rssc_api::v1alpha1::EphemeralRunner>()
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    let secrets = t.api::<Secret>();
+    rssc_controller::ephemeral_runner::registered_id(&runner, &secrets)
+        .await
+        .unwrap()
+}
