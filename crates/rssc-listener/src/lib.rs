@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod config;
 pub mod handler;
+pub mod job_records;
 pub mod metrics;
 pub mod patches;
 pub mod scaler;

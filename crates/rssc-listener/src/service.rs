@@ -11,7 +11,7 @@
 //! with jitter while `/readyz` says why; a deleted scale set is retried until the controller
 //! registers it again (and restarts the listener with the new ID).
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use futures::{StreamExt, stream};
 
@@ -24,7 +24,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     cluster::Cluster,
-    handler::{Completed, Handled, Started, handle},
+    handler::{Handled, handle},
+    job_records::{self, RunnerRecord},
     metrics::ListenerMetrics,
     patches::SessionState,
     scaler::{Decider, Limits, desired_runners},
@@ -376,34 +377,26 @@ impl<C: Cluster> Listener<C> {
             }
         }
         state.session.last_successful_poll = Some(now());
-        self.write_session_state(state).await;
+        // A message moves only the cursor and the poll time. The cursor need not be current
+        // in the status: GitHub redelivers whatever was not acknowledged, whichever cursor a
+        // restarted listener starts from. So these are written at most every
+        // STATE_REFRESH, not once per message (that was one status write per job or so).
+        if state.state_written.is_none_or(|at| at.elapsed() >= STATE_REFRESH) {
+            self.write_session_state(state).await;
+        }
     }
 
     /// Records on their runners the jobs that started and ended: each runner's records in
-    /// message order (a start before its end), several runners at once, so a message reporting
-    /// hundreds of jobs does not hold the decision back by hundreds of sequential writes.
+    /// message order (a start before its end, in one write when both came together), several
+    /// runners at once, so a message reporting hundreds of jobs does not hold the decision back
+    /// by hundreds of sequential writes.
     async fn record_jobs(&self, handled: &Handled) {
-        let mut by_runner: BTreeMap<&str, Vec<JobRecord<'_>>> = BTreeMap::new();
-        for started in &handled.started {
-            by_runner
-                .entry(&started.runner_name)
-                .or_default()
-                .push(JobRecord::Started(started));
-        }
-        for completed in handled.completed.iter().filter(|c| !c.runner_name.is_empty()) {
-            by_runner
-                .entry(&completed.runner_name)
-                .or_default()
-                .push(JobRecord::Completed(completed));
-        }
-        stream::iter(by_runner)
+        stream::iter(job_records::by_runner(handled))
             .for_each_concurrent(RECORD_CONCURRENCY, |(runner, records)| async move {
                 for record in records {
                     let result = match record {
-                        JobRecord::Started(started) => {
-                            self.cluster.record_job_started(runner, &started.job).await
-                        }
-                        JobRecord::Completed(completed) => {
+                        RunnerRecord::Started(job) => self.cluster.record_job_started(runner, &job).await,
+                        RunnerRecord::Completed(completed) => {
                             self.cluster
                                 .record_job_completed(
                                     runner,
@@ -518,11 +511,9 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::chrono::Utc::now())
 }
 
+/// How often the session state is written while messages arrive (idle polls write it every
+/// heartbeat, and any other change at once).
+const STATE_REFRESH: Duration = Duration::from_secs(5);
+
 /// Job records written at once.
 const RECORD_CONCURRENCY: usize = 16;
-
-/// One record of a job on its runner.
-enum JobRecord<'a> {
-    Started(&'a Started),
-    Completed(&'a Completed),
-}
