@@ -121,16 +121,25 @@ pub async fn run_ephemeral_runners(
 
 /// The runner Pod changes that can change a runner's outcome (see
 /// [`crate::runner_outcome::pod_digest`]), and every Pod deletion: a vanished Pod is an outcome
-/// too, though its last state may equal the one seen before.
+/// too, though its last state may equal the one seen before. A new Pod that has not started yet
+/// triggers nothing: the reconcile that created it scheduled its pending timeout. Pods listed
+/// when the watch (re)starts always trigger, since what happened meanwhile is unknown.
 fn pod_triggers(
     events: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send,
 ) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send {
     let mut seen: std::collections::HashMap<ObjectRef<Pod>, u64> = std::collections::HashMap::new();
     events.filter_map(move |event| {
         let trigger = match event {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+            Ok(watcher::Event::InitApply(pod)) => {
+                seen.insert(ObjectRef::from_obj(&pod), crate::runner_outcome::pod_digest(&pod));
+                Some(Ok(pod))
+            }
+            Ok(watcher::Event::Apply(pod)) => {
                 let digest = crate::runner_outcome::pod_digest(&pod);
-                (seen.insert(ObjectRef::from_obj(&pod), digest) != Some(digest)).then_some(Ok(pod))
+                let before = seen.insert(ObjectRef::from_obj(&pod), digest);
+                // A Pod just created by a runner's reconcile tells that runner nothing new.
+                let created = before.is_none() && crate::runner_outcome::just_created(&pod);
+                (before != Some(digest) && !created).then_some(Ok(pod))
             }
             Ok(watcher::Event::Delete(pod)) => {
                 seen.remove(&ObjectRef::from_obj(&pod));
@@ -285,17 +294,27 @@ mod tests {
             }))
             .unwrap()
         };
+        let named = |name: &str, rv: &str, phase: &str| -> Pod {
+            let mut p = pod(rv, phase);
+            p.metadata.name = Some(name.into());
+            p
+        };
         let events = futures::stream::iter([
-            Ok(watcher::Event::Apply(pod("1", "Pending"))),
+            // Listed when the watch starts: always looked at.
+            Ok(watcher::Event::InitApply(named("listed", "1", "Pending"))),
+            // Just created: its creator already scheduled what follows.
             Ok(watcher::Event::Apply(pod("2", "Pending"))),
-            Ok(watcher::Event::Apply(pod("3", "Running"))),
-            Ok(watcher::Event::Delete(pod("3", "Running"))),
+            Ok(watcher::Event::Apply(pod("3", "Pending"))),
+            Ok(watcher::Event::Apply(pod("4", "Running"))),
+            Ok(watcher::Event::Delete(pod("4", "Running"))),
+            // First seen already running or failed (a missed event): looked at.
+            Ok(watcher::Event::Apply(named("late", "5", "Failed"))),
         ]);
         let seen: Vec<String> = pod_triggers(events)
             .map(|p| p.unwrap().resource_version().unwrap())
             .collect()
             .await;
-        assert_eq!(seen, ["1", "3", "3"]);
+        assert_eq!(seen, ["1", "4", "4", "5"]);
     }
 
     #[test]

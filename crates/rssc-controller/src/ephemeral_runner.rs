@@ -282,7 +282,9 @@ async fn create_pod(
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(Action::await_change())
+    // The new Pod's own creation triggers no reconcile (see `controllers::pod_triggers`): this
+    // is what looks at it again should it never start.
+    Ok(Action::requeue(ctx.settings.pending_timeout))
 }
 
 /// Whether GitHub says the runner `id` no longer exists; any other answer (or none) keeps the

@@ -195,6 +195,27 @@ pub fn pod_digest(pod: &Pod) -> u64 {
     hasher.finish()
 }
 
+/// Whether a Pod is as its creator left it: not deleted, not yet running, no container exited.
+/// Its creating reconcile already scheduled the pending timeout, so seeing it needs no
+/// reconcile.
+pub fn just_created(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    pod.metadata.deletion_timestamp.is_none()
+        && status
+            .and_then(|s| s.phase.as_deref())
+            .is_none_or(|phase| phase == "Pending")
+        && status.and_then(|s| s.reason.as_ref()).is_none()
+        && status
+            .into_iter()
+            .flat_map(|s| {
+                s.container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.init_container_statuses.iter().flatten())
+            })
+            .all(|c| terminated(c).is_none())
+}
+
 fn terminated(container: &ContainerStatus) -> Option<(i32, String)> {
     let state = container.state.as_ref()?.terminated.as_ref()?;
     Some((state.exit_code, state.reason.clone().unwrap_or_default()))
