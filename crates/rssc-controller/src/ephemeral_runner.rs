@@ -732,7 +732,8 @@ async fn cleanup(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Erro
         return Err(Error::AlreadyFinalized);
     }
     if exited_cleanly(runner, ctx).await? {
-        // Deleted by `remove_finished`, which recorded it; only its finalizer was left.
+        // It exited 0, so it deregistered itself; usually `remove_finished` deleted it and
+        // recorded it, and only its finalizer was left (that patch met a conflict).
         return Ok(Action::await_change());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());

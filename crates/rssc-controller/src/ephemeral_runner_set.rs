@@ -227,12 +227,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     // read back by the next reconcile, so it is written at once.
     let urgent = status.observed_patch_sequence != known.observed_patch_sequence
         || status.observed_generation != known.observed_generation;
-    let status_wait = if status == known {
-        None
-    } else {
-        ctx.set_status_pace.claim(&decision_key, Instant::now(), urgent)
-    };
-    if status != known && status_wait.is_none() {
+    let changed = status != known;
+    let status_wait = changed
+        .then(|| ctx.set_status_pace.claim(&decision_key, Instant::now(), urgent))
+        .flatten();
+    if changed && status_wait.is_none() {
         let patch = json!({"status": {
             "currentRunners": status.current_runners,
             "pendingRunners": status.pending_runners,

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
 use crate::{runner_template::RUNNER_CONTAINER, scale::Timestamp};
 
@@ -185,11 +185,8 @@ pub fn pod_digest(pod: &Pod) -> u64 {
     if let Some(status) = &pod.status {
         status.phase.hash(&mut hasher);
         status.reason.hash(&mut hasher);
-        let containers = status.container_statuses.iter().flatten();
-        for c in containers.chain(status.init_container_statuses.iter().flatten()) {
-            if let Some(exit) = terminated(c) {
-                (&c.name, exit).hash(&mut hasher);
-            }
+        for exit in exits(status) {
+            exit.hash(&mut hasher);
         }
     }
     hasher.finish()
@@ -199,21 +196,22 @@ pub fn pod_digest(pod: &Pod) -> u64 {
 /// Its creating reconcile already scheduled the pending timeout, so seeing it needs no
 /// reconcile.
 pub fn just_created(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
     pod.metadata.deletion_timestamp.is_none()
-        && status
-            .and_then(|s| s.phase.as_deref())
-            .is_none_or(|phase| phase == "Pending")
-        && status.and_then(|s| s.reason.as_ref()).is_none()
-        && status
-            .into_iter()
-            .flat_map(|s| {
-                s.container_statuses
-                    .iter()
-                    .flatten()
-                    .chain(s.init_container_statuses.iter().flatten())
-            })
-            .all(|c| terminated(c).is_none())
+        && pod.status.as_ref().is_none_or(|s| {
+            s.phase.as_deref().is_none_or(|phase| phase == "Pending")
+                && s.reason.is_none()
+                && exits(s).next().is_none()
+        })
+}
+
+/// The containers (init containers too) that exited, by name, with how.
+fn exits(status: &PodStatus) -> impl Iterator<Item = (&String, (i32, String))> {
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter_map(|c| Some((&c.name, terminated(c)?)))
 }
 
 fn terminated(container: &ContainerStatus) -> Option<(i32, String)> {
