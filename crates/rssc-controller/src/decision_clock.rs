@@ -1,33 +1,79 @@
 //! How each EphemeralRunnerSet's current listener decision stands, as this process saw it: how
 //! long it has stood (the scaling plan fills a shortfall only once a decision has settled,
-//! [`crate::scale::DECISION_SETTLE`]) and how many of its runners finished a job since, which
-//! the listener has not counted yet. Kept in memory; after a restart a decision counts as new to
-//! the clock, which only delays filling a shortfall by the settle time.
+//! [`crate::scale::DECISION_SETTLE`]) and how many runners finished a job that the decision
+//! still counts.
+//!
+//! A runner usually exits, and is removed, before the listener reads the message that reports
+//! its job's end, and a decision the listener writes meanwhile comes from statistics that still
+//! count the job. Whether a given decision counts it cannot be told from the sequence (the
+//! listener may have fetched its message before the runner finished), so the two sides are
+//! paired instead: with each decision the listener reports how many job ends it has counted in
+//! all (`jobEnds`), this clock keeps the runners it saw finish, and each job end the listener
+//! adds pays off the oldest finish (or, counted before its runner was removed, waits for it).
+//! Whatever stays unpaired for [`PAIRING_WINDOW`] is dropped (a job end without a finished
+//! runner here, a runner that finished without a job), so a mismatch holds a runner back, or
+//! lets one too many be made, for at most that long.
+//!
+//! Kept in memory; after a restart a decision counts as new to the clock, which only delays
+//! filling a shortfall by the settle time, and finishes seen before the restart are forgotten,
+//! which can make a runner too many.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+/// How long a finish waits for its job end, or a job end for its finish: long past
+/// the listener's reaction to a message, short of GitHub's wait (about 60 s) before it offers
+/// an assigned job that no runner took to another runner.
+pub const PAIRING_WINDOW: Duration = Duration::from_secs(30);
 
 /// Where one set's current decision stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Standing {
     /// How long the decision has stood.
     pub age: Duration,
-    /// Runners that finished a job since the decision was first seen, their end not yet
-    /// recorded by the listener: gone from the set, still counted by the decision.
+    /// Runners that finished a job the decision still counts: gone from the set, their end not
+    /// yet recorded by the listener.
     pub unrecorded_finishes: usize,
 }
 
+/// A set's decision as last seen (sequence, since when, job ends) and the unpaired finishes
+/// and job ends.
 #[derive(Debug)]
 struct Entry {
     sequence: i64,
     since: Instant,
-    unrecorded_finishes: usize,
+    job_ends: i64,
+    finishes: VecDeque<Instant>,
+    unpaired_ends: VecDeque<Instant>,
 }
 
-/// When each set's current decision was first seen, and what finished since.
+impl Entry {
+    fn new(sequence: i64, job_ends: i64, now: Instant) -> Self {
+        Self {
+            sequence,
+            since: now,
+            job_ends,
+            finishes: VecDeque::new(),
+            unpaired_ends: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for queue in [&mut self.finishes, &mut self.unpaired_ends] {
+            while queue
+                .front()
+                .is_some_and(|at| now.saturating_duration_since(*at) >= PAIRING_WINDOW)
+            {
+                queue.pop_front();
+            }
+        }
+    }
+}
+
+/// When each set's current decision was first seen, and which finishes it still counts.
 #[derive(Debug, Default)]
 pub struct DecisionClock {
     seen: Mutex<HashMap<String, Entry>>,
@@ -40,32 +86,44 @@ impl DecisionClock {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Where decision `sequence` of the set `key` stands at `now`; a new sequence starts afresh.
-    pub fn standing(&self, key: &str, sequence: i64, now: Instant) -> Standing {
+    /// Where decision `sequence` of the set `key`, carrying the listener's sum of
+    /// `job_ends`, stands at `now`; a new sequence starts its age afresh.
+    pub fn standing(&self, key: &str, sequence: i64, job_ends: i64, now: Instant) -> Standing {
         let mut seen = self.lock();
-        let entry = seen.entry(key.to_owned()).or_insert(Entry {
-            sequence,
-            since: now,
-            unrecorded_finishes: 0,
-        });
+        let entry = seen
+            .entry(key.to_owned())
+            .or_insert_with(|| Entry::new(sequence, job_ends, now));
         if entry.sequence != sequence {
-            *entry = Entry {
-                sequence,
-                since: now,
-                unrecorded_finishes: 0,
-            };
+            entry.sequence = sequence;
+            entry.since = now;
+        }
+        entry.expire(now);
+        // A smaller sum means the set's spec was written anew; nothing to pair from it.
+        let added = (job_ends - entry.job_ends).max(0);
+        entry.job_ends = job_ends;
+        for _ in 0..added {
+            if entry.finishes.pop_front().is_none() {
+                if entry.unpaired_ends.len() >= MAX_UNPAIRED {
+                    break;
+                }
+                entry.unpaired_ends.push_back(now);
+            }
         }
         Standing {
             age: now.saturating_duration_since(entry.since),
-            unrecorded_finishes: entry.unrecorded_finishes,
+            unrecorded_finishes: entry.finishes.len(),
         }
     }
 
-    /// Notes that a runner of the set `key` finished a job the listener has not recorded as
-    /// ended: the next decision will count it, the current one still does.
-    pub fn runner_finished(&self, key: &str) {
+    /// Notes that a runner of the set `key` finished a job and was removed at `now`: decisions
+    /// count the job until the listener reports its end.
+    pub fn runner_finished(&self, key: &str, now: Instant) {
         if let Some(entry) = self.lock().get_mut(key) {
-            entry.unrecorded_finishes += 1;
+            entry.expire(now);
+            // The listener counted the end first (the runner took a while to go).
+            if entry.unpaired_ends.pop_front().is_none() && entry.finishes.len() < MAX_UNPAIRED {
+                entry.finishes.push_back(now);
+            }
         }
     }
 
@@ -74,6 +132,10 @@ impl DecisionClock {
         self.lock().remove(key);
     }
 }
+
+/// Most unpaired finishes or job ends kept per set: far above any set's runners within
+/// the pairing window, a bound on memory if something goes badly wrong.
+const MAX_UNPAIRED: usize = 100_000;
 
 #[cfg(test)]
 mod tests {
@@ -85,7 +147,7 @@ mod tests {
         let start = Instant::now();
         let age = |sequence, secs| {
             clock
-                .standing("ns/ci", sequence, start + Duration::from_secs(secs))
+                .standing("ns/ci", sequence, 0, start + Duration::from_secs(secs))
                 .age
         };
         assert_eq!(age(3, 0), Duration::ZERO);
@@ -97,23 +159,71 @@ mod tests {
     }
 
     #[test]
-    fn finishes_count_until_the_next_decision() {
+    fn finishes_count_until_the_listener_reports_their_ends() {
         let clock = DecisionClock::default();
-        let start = Instant::now();
-        clock.runner_finished("ns/ci");
+        let t = Instant::now();
+        let unrecorded =
+            |sequence, job_ends| clock.standing("ns/ci", sequence, job_ends, t).unrecorded_finishes;
+        clock.runner_finished("ns/ci", t);
         assert_eq!(
-            clock.standing("ns/ci", 3, start).unrecorded_finishes,
+            unrecorded(3, 10),
             0,
             "nothing to count against before a decision is seen"
         );
-        clock.runner_finished("ns/ci");
-        clock.runner_finished("ns/ci");
-        clock.runner_finished("ns/other");
-        assert_eq!(clock.standing("ns/ci", 3, start).unrecorded_finishes, 2);
+        clock.runner_finished("ns/ci", t);
+        clock.runner_finished("ns/ci", t);
+        clock.runner_finished("ns/other", t);
+        assert_eq!(unrecorded(3, 10), 2);
         assert_eq!(
-            clock.standing("ns/ci", 4, start).unrecorded_finishes,
-            0,
-            "the listener's next decision counts them"
+            unrecorded(4, 10),
+            2,
+            "a new decision fetched before the runners finished still counts them"
         );
+        assert_eq!(unrecorded(5, 11), 1, "the listener counted one of them");
+        assert_eq!(unrecorded(5, 11), 1, "once");
+        assert_eq!(unrecorded(6, 12), 0);
+    }
+
+    #[test]
+    fn an_end_counted_before_its_runner_went_pays_off_its_finish() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        assert_eq!(clock.standing("ns/ci", 1, 0, t).unrecorded_finishes, 0);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
+        clock.runner_finished("ns/ci", t);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
+    }
+
+    #[test]
+    fn unpaired_finishes_and_ends_are_dropped_after_the_window() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        clock.standing("ns/ci", 1, 0, t);
+        clock.runner_finished("ns/ci", t);
+        let later = t + PAIRING_WINDOW;
+        assert_eq!(
+            clock.standing("ns/ci", 1, 0, later).unrecorded_finishes,
+            0,
+            "a finish whose end never came holds a runner back no longer"
+        );
+        clock.standing("ns/ci", 2, 1, later);
+        clock.runner_finished("ns/ci", later + PAIRING_WINDOW);
+        assert_eq!(
+            clock
+                .standing("ns/ci", 2, 1, later + PAIRING_WINDOW)
+                .unrecorded_finishes,
+            1,
+            "an old unpaired end does not pay off a new finish"
+        );
+    }
+
+    #[test]
+    fn a_smaller_sum_starts_the_pairing_over() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        clock.standing("ns/ci", 9, 40, t);
+        clock.runner_finished("ns/ci", t);
+        assert_eq!(clock.standing("ns/ci", 1, 0, t).unrecorded_finishes, 1);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
     }
 }

@@ -2,7 +2,10 @@
 //! configuration in a Secret only its Pod reads, runs the Pod, and acts on how the Pod ends.
 //! On deletion it deregisters the runner first (unless the runner did so itself).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::core::v1::{Pod, Secret},
@@ -646,16 +649,12 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref());
     record_removal(runner, ctx, exited);
-    let recorded_end = runner
-        .status
-        .as_ref()
-        .and_then(|s| s.job.as_ref())
-        .is_some_and(|j| j.result.is_some());
-    if let (false, Some(set)) = (recorded_end, runner.labels().get(labels::RUNNER_SET)) {
-        // Gone before the listener counted its job as done: its set's current decision still
-        // counts it, and must not make it again.
+    if let Some(set) = runner.labels().get(labels::RUNNER_SET) {
+        // Gone from its set now, while the set's decisions count its job until the listener
+        // counts the job's end (see `decision_clock`).
         let namespace = runner.namespace().unwrap_or_default();
-        ctx.decisions.runner_finished(&format!("{namespace}/{set}"));
+        ctx.decisions
+            .runner_finished(&format!("{namespace}/{set}"), Instant::now());
     }
     // Other finalizers stay; the resourceVersion keeps this from dropping one added meanwhile.
     let kept: Vec<&String> = deleting

@@ -122,12 +122,16 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let views: Vec<RunnerView> = runners.iter().map(view).collect();
     let observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
     let decision_key = format!("{namespace}/{}", set.name_any());
-    let standing = ctx
-        .decisions
-        .standing(&decision_key, set.spec.patch_sequence, Instant::now());
+    let standing = ctx.decisions.standing(
+        &decision_key,
+        set.spec.patch_sequence,
+        set.spec.job_ends,
+        Instant::now(),
+    );
     let decision_age = standing.age;
     let decision = Decision {
         replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
+        beyond_max: usize::try_from(set.spec.beyond_max.max(0)).unwrap_or(0),
         sequence: set.spec.patch_sequence,
         observed_sequence: observed,
         settled: decision_age >= DECISION_SETTLE,
@@ -194,7 +198,8 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     if plan.create > 0 || !plan.delete.is_empty() || removed > 0 {
         info!(set = %set.name_any(), replicas = decision.replicas, sequence = decision.sequence,
             created = plan.create - created.len(), deleted = plan.delete.len(), replaced = plan.replace.len(),
-            scaled_down = removed, "runners adjusted");
+            scaled_down = removed, uncounted_finishes = decision.unrecorded_finishes,
+            job_ends = set.spec.job_ends, "runners adjusted");
     }
 
     let counts = Counts::of(&views);

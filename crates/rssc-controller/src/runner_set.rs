@@ -229,6 +229,8 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         spec: EphemeralRunnerSetSpec {
             replicas: 0,
             patch_sequence: 0,
+            job_ends: 0,
+            beyond_max: 0,
             runner_template: template.template,
             runner_config: RunnerConfig {
                 autoscale_set_ref: NamespacedRef {
@@ -243,12 +245,12 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
         },
         status: None,
     };
-    // The listener owns replicas and patchSequence: apply everything else.
+    // The listener owns the decision: apply everything else.
     let mut body = serde_json::to_value(&set).expect("serializes");
     body["spec"]
         .as_object_mut()
         .expect("spec is an object")
-        .retain(|k, _| k != "replicas" && k != "patchSequence");
+        .retain(|k, _| !["replicas", "beyondMax", "patchSequence", "jobEnds"].contains(&k.as_str()));
 
     // What the runners lean on: proxy environment, job-Pod permissions, cache claims.
     let owner = runner_support::Owner {

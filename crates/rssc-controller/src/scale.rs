@@ -13,9 +13,12 @@
 //!   stood for [`DECISION_SETTLE`], though, the listener has had time to count finished jobs,
 //!   so runners still missing are real demand (a runner lost without a recorded outcome, a
 //!   creation that failed) and are created rather than left to the listener's next heartbeat.
-//!   Runners that finished a job since the decision are not missing: under load the listener
-//!   can take longer than the settle time to count their jobs as done, and refilling them made
-//!   a runner per job that scale-down removed again.
+//! - Runners that finished a job the decision still counts are never missing, whether the
+//!   decision is new or settled: a decision the listener wrote from statistics fetched before
+//!   the runner finished counts its job, and refilling it made a runner that the next decision
+//!   removed again ([`crate::decision_clock`] tells which finishes a decision counts). Jobs
+//!   waiting beyond `maxRunners` take their place, though: while there are such jobs the
+//!   finished runners are replaced at once.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
@@ -74,14 +77,16 @@ pub enum RunnerState {
 pub struct Decision {
     /// Runners wanted.
     pub replicas: usize,
+    /// Runners the listener left out of `replicas` because of the maximum.
+    pub beyond_max: usize,
     /// Sequence of this decision.
     pub sequence: i64,
     /// Sequence the controller last finished acting on.
     pub observed_sequence: i64,
     /// The decision has stood for [`DECISION_SETTLE`].
     pub settled: bool,
-    /// Runners that finished a job since the decision, gone before the listener recorded the
-    /// job's end: the decision still counts them, its successor will not.
+    /// Runners that finished a job the decision still counts, gone before the listener
+    /// counted the job's end.
     pub unrecorded_finishes: usize,
 }
 
@@ -199,19 +204,18 @@ pub fn plan(
     let wanted = decision.replicas.saturating_sub(live.len());
     let room = wanted.saturating_sub(finishing);
     plan.waiting_for_finishing = wanted - room;
-    // Runners that finished are no shortfall: the listener's next decision drops their jobs.
-    let finished = if decision.settled && !decision.is_new() {
-        room.min(decision.unrecorded_finishes)
-    } else {
-        0
-    };
+    // Runners that finished a job the decision still counts are no shortfall, new decision or
+    // not: a later one drops their jobs. Unless jobs wait beyond the maximum: then the count
+    // stays at the maximum without them, and their runners are replaced at once.
+    let finished = room.min(decision.unrecorded_finishes.saturating_sub(decision.beyond_max));
+    let fillable = room - finished;
     plan.create = if decision.is_new() || decision.settled {
-        room - finished
+        fillable
     } else {
         // The same decision: only replace what this plan removes for being broken or outdated.
-        room.min(failed + plan.replace.len())
+        fillable.min(failed + plan.replace.len())
     };
-    plan.deferred = room - finished - plan.create;
+    plan.deferred = fillable - plan.create;
 
     if decision.is_new() && live.len() > decision.replicas {
         plan.scale_down = live.len() - decision.replicas;
@@ -265,6 +269,7 @@ mod tests {
     fn new(replicas: usize) -> Decision {
         Decision {
             replicas,
+            beyond_max: 0,
             sequence: 2,
             observed_sequence: 1,
             settled: false,
@@ -275,6 +280,7 @@ mod tests {
     fn same(replicas: usize) -> Decision {
         Decision {
             replicas,
+            beyond_max: 0,
             sequence: 2,
             observed_sequence: 2,
             settled: false,
@@ -330,6 +336,44 @@ mod tests {
             "only the runner lost without an outcome is made again"
         );
         assert_eq!(p.deferred, 0, "the finished one is nothing to wait for");
+    }
+
+    #[test]
+    fn a_new_decision_that_still_counts_finished_runners_does_not_make_them_again() {
+        let runners = [runner("busy", RunnerState::Busy, 30)];
+        let stale = Decision {
+            unrecorded_finishes: 2,
+            ..new(4)
+        };
+        let p = plan(stale, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.create, 1, "only the runner for a job still waiting");
+        assert_eq!(p.deferred, 0);
+        let p = plan(
+            Decision {
+                unrecorded_finishes: 5,
+                ..new(4)
+            },
+            &runners,
+            &CURRENT,
+            now(),
+            GRACE,
+        );
+        assert_eq!((p.create, p.deferred), (0, 0), "never below nothing");
+
+        // Jobs wait beyond the maximum: the count would stay the same without the finished jobs.
+        let capped = Decision {
+            unrecorded_finishes: 2,
+            beyond_max: 5,
+            ..new(4)
+        };
+        let p = plan(capped, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.create, 3, "finished runners are replaced for the waiting jobs");
+        let barely = Decision {
+            unrecorded_finishes: 2,
+            beyond_max: 1,
+            ..new(4)
+        };
+        assert_eq!(plan(barely, &runners, &CURRENT, now(), GRACE).create, 2);
     }
 
     #[test]

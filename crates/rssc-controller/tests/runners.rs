@@ -29,7 +29,16 @@ async fn runners(t: &Target) -> Vec<EphemeralRunner> {
 }
 
 async fn decide(t: &Target, replicas: i32, sequence: i64) {
-    let patch = serde_json::json!({"spec": {"replicas": replicas, "patchSequence": sequence}});
+    decide_spec(
+        t,
+        serde_json::json!({"replicas": replicas, "patchSequence": sequence}),
+    )
+    .await;
+}
+
+/// Writes a listener decision: the fields of `spec` given.
+async fn decide_spec(t: &Target, spec: serde_json::Value) {
+    let patch = serde_json::json!({ "spec": spec });
     t.api::<EphemeralRunnerSet>()
         .patch("ci", &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -203,10 +212,37 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         "a runner that exited 0 deregistered itself: removing it asks GitHub nothing"
     );
 
+    // A new decision from statistics the listener fetched before the runner finished still
+    // counts its job (the listener has counted no job end yet): it does not bring it back...
+    decide_spec(
+        &t,
+        serde_json::json!({"replicas": 2, "patchSequence": 2, "jobEnds": 0}),
+    )
+    .await;
+    eventually("the new decision is acted on", || async {
+        observed(&t).await == 2
+    })
+    .await;
+    assert_eq!(
+        runners(&t).await.len(),
+        1,
+        "no runner for a job that already ended"
+    );
+    // ...unless jobs wait beyond the maximum: then it is replaced for one of them.
+    decide_spec(
+        &t,
+        serde_json::json!({"replicas": 2, "beyondMax": 1, "patchSequence": 3, "jobEnds": 0}),
+    )
+    .await;
+    eventually("a runner for the job waiting beyond the maximum", || async {
+        runners(&t).await.len() == 2 && observed(&t).await == 3
+    })
+    .await;
+
     // The other still has its job: scale-down asks GitHub, which refuses, and the runner stays.
     let (busy, busy_id) = ids[1].clone();
     // The listener would record the job on the runner; here the controller relies on GitHub's refusal.
-    decide(&t, 0, 2).await;
+    decide(&t, 0, 4).await;
     // Scale-down asked GitHub to remove it and was refused...
     eventually("GitHub refused to remove the busy runner", || async {
         fake.calls().iter().any(|c| {
@@ -219,14 +255,14 @@ async fn decisions_become_runners_and_scale_down_keeps_busy_ones() {
         t.api::<EphemeralRunner>().get_opt(&busy).await.unwrap().is_some(),
         "the busy runner was kept"
     );
-    assert_eq!(observed(&t).await, 1, "a decision is done only when carried out");
+    assert_eq!(observed(&t).await, 3, "a decision is done only when carried out");
 
     // Its job ends; the runner exits and goes, and GitHub has no runner left.
     fake.runner_finish(busy_id, "succeeded").unwrap();
     exit(&t, &busy, 0).await;
     eventually("no runner left", || async { runners(&t).await.is_empty() }).await;
     eventually("the decision to scale to zero is carried out", || async {
-        observed(&t).await == 2
+        observed(&t).await == 4
     })
     .await;
     assert!(

@@ -24,6 +24,8 @@ use crate::{
 pub struct StoredState {
     /// The sequence of the last decision written.
     pub last_sequence: i64,
+    /// The job ends of the last decision written.
+    pub job_ends: i64,
     /// The session state and message cursor written last.
     pub session: SessionState,
 }
@@ -163,6 +165,7 @@ impl Cluster for KubeCluster {
         let listener = set.status.and_then(|s| s.listener).unwrap_or_default();
         Ok(StoredState {
             last_sequence: set.spec.patch_sequence,
+            job_ends: set.spec.job_ends,
             session: SessionState {
                 ready: false,
                 last_successful_poll: listener.last_successful_poll_time,

@@ -15,7 +15,8 @@ pub fn decision(decision: Decision, traceparents: &[String]) -> Value {
     let traceparents = (!traceparents.is_empty()).then(|| traceparents.join(","));
     json!({
         "metadata": {"annotations": {annotations::TRACEPARENT: traceparents}},
-        "spec": {"replicas": decision.replicas, "patchSequence": decision.sequence}
+        "spec": {"replicas": decision.replicas, "beyondMax": decision.beyond_max,
+                 "patchSequence": decision.sequence, "jobEnds": decision.job_ends}
     })
 }
 
@@ -66,15 +67,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_decision_patch_touches_only_replicas_sequence_and_the_trace_annotation() {
+    fn the_decision_patch_touches_only_its_spec_fields_and_the_trace_annotation() {
         let seven = Decision {
             replicas: 7,
+            beyond_max: 2,
             sequence: 12,
+            job_ends: 3,
         };
         assert_eq!(
             decision(seven, &[]),
             json!({"metadata": {"annotations": {"scaleset.actions.github.com/traceparent": null}},
-                   "spec": {"replicas": 7, "patchSequence": 12}})
+                   "spec": {"replicas": 7, "beyondMax": 2, "patchSequence": 12, "jobEnds": 3}})
         );
         let traced = decision(seven, &["00-a-b-01".into(), "00-c-d-01".into()]);
         assert_eq!(

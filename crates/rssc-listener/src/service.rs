@@ -28,7 +28,7 @@ use crate::{
     job_records::{self, RunnerRecord},
     metrics::ListenerMetrics,
     patches::SessionState,
-    scaler::{Decider, Limits, desired_runners},
+    scaler::{Decider, Limits, beyond_max, desired_runners},
     traces::JobTraces,
 };
 
@@ -120,7 +120,7 @@ impl<C: Cluster> Listener<C> {
             return;
         };
         let mut state = State {
-            decider: Decider::new(self.settings.heartbeat, stored.last_sequence),
+            decider: Decider::new(self.settings.heartbeat, stored.last_sequence, stored.job_ends),
             session: stored.session,
             statistics: None,
             sessions_created: 0,
@@ -367,7 +367,12 @@ impl<C: Cluster> Listener<C> {
         self.record_jobs(&handled).await;
         state.statistics = Some(handled.statistics);
         if !handled.completed.is_empty() {
-            state.decider.runners_finished();
+            let on_runners = handled
+                .completed
+                .iter()
+                .filter(|c| !c.runner_name.is_empty())
+                .count();
+            state.decider.jobs_ended(on_runners);
         }
         self.decide(state, "message").await;
         match self.client.delete_message(session, message.message_id).await {
@@ -425,7 +430,8 @@ impl<C: Cluster> Listener<C> {
         self.metrics.record_limits(limits);
         let desired = desired_runners(limits, statistics.total_assigned_jobs);
         self.metrics.record_desired(desired);
-        let Some(decision) = state.decider.decide(desired, Instant::now().into_std()) else {
+        let beyond = beyond_max(limits, statistics.total_assigned_jobs);
+        let Some(decision) = state.decider.decide(desired, beyond, Instant::now().into_std()) else {
             return;
         };
         let previous = state.decider.last_replicas();
@@ -445,6 +451,8 @@ impl<C: Cluster> Listener<C> {
                     desired = decision.replicas,
                     previous,
                     sequence = decision.sequence,
+                    job_ends = decision.job_ends,
+                    beyond_max = decision.beyond_max,
                     min_runners = limits.min_runners,
                     max_runners = limits.max_runners,
                     assigned_jobs = statistics.total_assigned_jobs,

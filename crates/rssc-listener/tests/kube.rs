@@ -156,6 +156,8 @@ async fn create_objects(t: &Target, gh: &GitHub, config: &ListenerConfig) {
         EphemeralRunnerSetSpec {
             replicas: 0,
             patch_sequence: 0,
+            job_ends: 0,
+            beyond_max: 0,
             runner_template: template(),
             runner_config: runner_config(gh),
         },

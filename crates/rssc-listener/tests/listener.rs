@@ -88,6 +88,7 @@ impl Cluster for MemoryCluster {
         let w = self.snapshot();
         Ok(StoredState {
             last_sequence: w.decisions.last().map_or(0, |d| d.sequence),
+            job_ends: w.decisions.last().map_or(0, |d| d.job_ends),
             session: w.session,
         })
     }
@@ -304,11 +305,16 @@ async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
     // so the last JobStarted records may arrive after the decision to scale to zero.
     let written = h
         .cluster
-        .wait_for("scale back to zero with every job start recorded", |w| {
-            w.decisions.last().is_some_and(|d| d.replicas == 0)
-                && w.busy_runners.len() == 200
-                && w.finished_runners.len() == 200
-        })
+        .wait_for(
+            "scale back to zero with every job recorded and counted once",
+            |w| {
+                w.decisions
+                    .last()
+                    .is_some_and(|d| d.replicas == 0 && d.job_ends == 200)
+                    && w.busy_runners.len() == 200
+                    && w.finished_runners.len() == 200
+            },
+        )
         .await;
     let _ = stop_runners.send(());
     runners.await.unwrap();
@@ -326,6 +332,14 @@ async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
         sequences.windows(2).all(|w| w[1] == w[0] + 1),
         "each decision has the next sequence"
     );
+    assert!(
+        written
+            .decisions
+            .windows(2)
+            .all(|w| w[1].job_ends >= w[0].job_ends),
+        "the sum of job ends never goes back"
+    );
+
     h.fake.with_state(|s| {
         for id in &jobs {
             assert_eq!(s.jobs[id].run_count, 1, "job {id} ran exactly once");

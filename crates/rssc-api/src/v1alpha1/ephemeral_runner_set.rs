@@ -10,8 +10,9 @@ use super::{
     runner_set::ListenerStatus,
 };
 
-/// A RunnerSet's runners. The listener writes `replicas` and `patchSequence`; the controller
-/// writes the rest and creates or removes EphemeralRunners to match, never removing a busy one.
+/// A RunnerSet's runners. The listener writes its decision (`replicas`, `beyondMax`,
+/// `patchSequence`, `jobEnds`); the controller writes the rest and creates or removes
+/// EphemeralRunners to match, never removing a busy one.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "scaleset.actions.github.com",
@@ -40,11 +41,23 @@ pub struct EphemeralRunnerSetSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub replicas: i32,
+    /// Runners the listener's count left out of `replicas` because of `maxRunners`: while
+    /// jobs wait beyond the maximum, a runner that finished is replaced even before the
+    /// listener counts its job's end.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub beyond_max: i32,
     /// Increases with every listener decision, so the controller can tell a new decision from
     /// one it already acted on (it records the sequence on the runners it creates).
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub patch_sequence: i64,
+    /// Ends of jobs that ran on the set's runners, as the listener has counted them so far (a
+    /// running sum). The controller pairs them with the runners it saw finish, so it does not
+    /// make a finished runner again for a decision whose statistics still count its job.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub job_ends: i64,
     /// Pod template of new runners, resolved by the controller.
     pub runner_template: PodTemplate,
     /// Registration settings of new runners.
