@@ -70,11 +70,10 @@ fn deleting(o: &Value) -> bool {
     !o["metadata"]["deletionTimestamp"].is_null()
 }
 
-fn owner_refs(o: &Value) -> Vec<Value> {
+fn owner_refs(o: &Value) -> &[Value] {
     o["metadata"]["ownerReferences"]
         .as_array()
-        .cloned()
-        .unwrap_or_default()
+        .map_or(&[], Vec::as_slice)
 }
 
 fn remove_finalizer(store: &Store, rt: &ResourceType, o: &Value, finalizer: &str) -> bool {
@@ -150,8 +149,9 @@ pub fn reconcile_once(store: &Store) -> bool {
                 .write(rt, &ns, &name, "", &opts(), |cur| {
                     let mut new = cur.clone();
                     let kept: Vec<Value> = owner_refs(cur)
-                        .into_iter()
+                        .iter()
                         .filter(|r| live.contains(r["uid"].as_str().unwrap_or_default()))
+                        .cloned()
                         .collect();
                     new["metadata"]["ownerReferences"] = json!(kept);
                     Ok((new, None))
@@ -173,8 +173,9 @@ pub fn reconcile_once(store: &Store) -> bool {
                 let _ = store.write(drt, &ns, &name, "", &opts(), |cur| {
                     let mut new = cur.clone();
                     let kept: Vec<Value> = owner_refs(cur)
-                        .into_iter()
+                        .iter()
                         .filter(|r| r["uid"] != owner.as_str())
+                        .cloned()
                         .collect();
                     new["metadata"]["ownerReferences"] = json!(kept);
                     if kept.is_empty()
@@ -250,7 +251,7 @@ fn namespace_defaults(store: &Store, all: &[Entry]) -> bool {
 
 fn controller_of(o: &Value) -> Option<String> {
     owner_refs(o)
-        .into_iter()
+        .iter()
         .find(|r| r["controller"] == true)
         .and_then(|r| r["uid"].as_str().map(str::to_owned))
 }

@@ -1050,9 +1050,12 @@ impl Store {
             _ => {}
         }
         let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        // As the Pod strategy's CheckGracefulDelete: a Pod not scheduled, or already
+        // terminated, has nothing left to stop and goes at once.
         let graceful_pod = rt.group.is_empty()
             && rt.plural == "pods"
             && str_at(&old, "spec.nodeName").is_some_and(|n| !n.is_empty())
+            && !matches!(str_at(&old, "status.phase"), Some("Succeeded" | "Failed"))
             && opts
                 .grace_period
                 .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
@@ -1319,10 +1322,14 @@ fn admit_pod_quota(state: &State, ns: &str, name: &str) -> Result<(), ApiError> 
             .flat_map(|m| m.values())
             .filter(move |o| str_at(o, "metadata.namespace") == Some(ns))
     };
+    let mut quotas = in_namespace("resourcequotas").peekable();
+    if quotas.peek().is_none() {
+        return Ok(());
+    }
     let used = in_namespace("pods")
         .filter(|p| !matches!(str_at(p, "status.phase"), Some("Succeeded" | "Failed")))
         .count();
-    for quota in in_namespace("resourcequotas") {
+    for quota in quotas {
         for resource in ["pods", "count/pods"] {
             let Some(limit) = quota["spec"]["hard"][resource]
                 .as_str()

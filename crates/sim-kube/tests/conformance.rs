@@ -1297,6 +1297,26 @@ async fn token_binding_and_eviction_subresources() {
             .await
             .expect("pod deleted in time")
             .unwrap();
+
+        // A pod on a node that already ended has nothing left to stop: it goes at once.
+        let done: Pod = serde_json::from_value(json!({"metadata": {"name": "done"}, "spec": {
+            "schedulerName": "rssc-no-such-scheduler", "automountServiceAccountToken": false,
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}))
+        .unwrap();
+        pods.create(&PostParams::default(), &done).await.unwrap();
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "done"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "rssc-conformance-node"}});
+        let path = format!("/api/v1/namespaces/{ns}/pods/done/binding");
+        let (code, status) = raw(&env.client, "POST", &path, "application/json", &binding).await;
+        assert_eq!(code, 201, "{status}");
+        pods.patch_status("done", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded"}})))
+            .await
+            .unwrap();
+        pods.delete("done", &DeleteParams::default()).await.unwrap();
+        assert!(
+            pods.get_opt("done").await.unwrap().is_none(),
+            "deleted without a grace period"
+        );
     })
     .await;
 }
