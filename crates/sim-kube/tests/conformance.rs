@@ -1267,21 +1267,14 @@ async fn token_binding_and_eviction_subresources() {
 
         // A pod no scheduler picks up, bound by hand as a scheduler would.
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "bound"}, "spec": {
-            "schedulerName": "rssc-no-such-scheduler", "automountServiceAccountToken": false,
-            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": "rssc-conformance-node"}});
-        let path = format!("/api/v1/namespaces/{ns}/pods/bound/binding");
-        let (code, status) = raw(&env.client, "POST", &path, "application/json", &binding).await;
+        pods.create(&PostParams::default(), &unscheduled_pod("bound")).await.unwrap();
+        let (code, status) = bind(&env.client, &ns, "bound").await;
         assert_eq!(code, 201, "{status}");
         let bound = pods.get("bound").await.unwrap();
         assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("rssc-conformance-node"));
         let conditions = bound.status.unwrap().conditions.unwrap_or_default();
         assert!(conditions.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"));
-        let (code, _) = raw(&env.client, "POST", &path, "application/json", &binding).await;
+        let (code, _) = bind(&env.client, &ns, "bound").await;
         assert_eq!(code, 409, "a bound pod cannot be bound again");
 
         // Evicting a pod on a node deletes it gracefully; the kubelet (here: us) finishes it.
@@ -1299,15 +1292,8 @@ async fn token_binding_and_eviction_subresources() {
             .unwrap();
 
         // A pod on a node that already ended has nothing left to stop: it goes at once.
-        let done: Pod = serde_json::from_value(json!({"metadata": {"name": "done"}, "spec": {
-            "schedulerName": "rssc-no-such-scheduler", "automountServiceAccountToken": false,
-            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}))
-        .unwrap();
-        pods.create(&PostParams::default(), &done).await.unwrap();
-        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "done"},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": "rssc-conformance-node"}});
-        let path = format!("/api/v1/namespaces/{ns}/pods/done/binding");
-        let (code, status) = raw(&env.client, "POST", &path, "application/json", &binding).await;
+        pods.create(&PostParams::default(), &unscheduled_pod("done")).await.unwrap();
+        let (code, status) = bind(&env.client, &ns, "done").await;
         assert_eq!(code, 201, "{status}");
         pods.patch_status("done", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded"}})))
             .await
@@ -1319,6 +1305,23 @@ async fn token_binding_and_eviction_subresources() {
         );
     })
     .await;
+}
+
+/// A pod that no scheduler picks up.
+fn unscheduled_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {
+        "schedulerName": "rssc-no-such-scheduler", "automountServiceAccountToken": false,
+        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}))
+    .unwrap()
+}
+
+/// Binds the pod `name` to the conformance node by hand, as a scheduler would: the answer's
+/// status code and body.
+async fn bind(client: &kube::Client, ns: &str, name: &str) -> (u16, Value) {
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "rssc-conformance-node"}});
+    let path = format!("/api/v1/namespaces/{ns}/pods/{name}/binding");
+    raw(client, "POST", &path, "application/json", &binding).await
 }
 
 #[tokio::test]
