@@ -61,7 +61,7 @@ pub struct Decider {
     heartbeat: Duration,
     sequence: i64,
     last: Option<(i32, i32, Instant)>,
-    runners_finished: bool,
+    jobs_ended_since_write: bool,
     job_ends: i64,
 }
 
@@ -73,7 +73,7 @@ impl Decider {
             heartbeat,
             sequence: last_sequence,
             last: None,
-            runners_finished: false,
+            jobs_ended_since_write: false,
             job_ends,
         }
     }
@@ -86,7 +86,7 @@ impl Decider {
             Some((last, last_beyond, at)) => {
                 last != desired
                     || last_beyond != beyond_max
-                    || self.runners_finished
+                    || self.jobs_ended_since_write
                     || now.saturating_duration_since(at) >= self.heartbeat
             }
         };
@@ -104,8 +104,10 @@ impl Decider {
     /// ends on runners, which the controller pairs with the runners it saw finish to tell
     /// whether a decision still counts their jobs.
     pub fn jobs_ended(&mut self, on_runners: usize) {
-        self.job_ends += i64::try_from(on_runners).unwrap_or(i64::MAX);
-        self.runners_finished = true;
+        self.job_ends = self
+            .job_ends
+            .saturating_add(i64::try_from(on_runners).unwrap_or(i64::MAX));
+        self.jobs_ended_since_write = true;
     }
 
     /// The replica count last written, if any.
@@ -118,7 +120,7 @@ impl Decider {
     pub fn written(&mut self, decision: Decision, now: Instant) {
         self.sequence = decision.sequence;
         self.last = Some((decision.replicas, decision.beyond_max, now));
-        self.runners_finished = false;
+        self.jobs_ended_since_write = false;
     }
 }
 
