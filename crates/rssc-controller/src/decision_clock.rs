@@ -36,7 +36,7 @@ pub struct Standing {
     pub age: Duration,
     /// Runners that finished a job the decision still counts: gone from the set, their end not
     /// yet recorded by the listener.
-    pub unrecorded_finishes: usize,
+    pub uncounted_finishes: usize,
 }
 
 /// A set's decision as last seen (sequence, since when, job ends) and the unpaired finishes
@@ -111,7 +111,7 @@ impl DecisionClock {
         }
         Standing {
             age: now.saturating_duration_since(entry.since),
-            unrecorded_finishes: entry.finishes.len(),
+            uncounted_finishes: entry.finishes.len(),
         }
     }
 
@@ -162,36 +162,36 @@ mod tests {
     fn finishes_count_until_the_listener_reports_their_ends() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        let unrecorded =
-            |sequence, job_ends| clock.standing("ns/ci", sequence, job_ends, t).unrecorded_finishes;
+        let uncounted =
+            |sequence, job_ends| clock.standing("ns/ci", sequence, job_ends, t).uncounted_finishes;
         clock.runner_finished("ns/ci", t);
         assert_eq!(
-            unrecorded(3, 10),
+            uncounted(3, 10),
             0,
             "nothing to count against before a decision is seen"
         );
         clock.runner_finished("ns/ci", t);
         clock.runner_finished("ns/ci", t);
         clock.runner_finished("ns/other", t);
-        assert_eq!(unrecorded(3, 10), 2);
+        assert_eq!(uncounted(3, 10), 2);
         assert_eq!(
-            unrecorded(4, 10),
+            uncounted(4, 10),
             2,
             "a new decision fetched before the runners finished still counts them"
         );
-        assert_eq!(unrecorded(5, 11), 1, "the listener counted one of them");
-        assert_eq!(unrecorded(5, 11), 1, "once");
-        assert_eq!(unrecorded(6, 12), 0);
+        assert_eq!(uncounted(5, 11), 1, "the listener counted one of them");
+        assert_eq!(uncounted(5, 11), 1, "once");
+        assert_eq!(uncounted(6, 12), 0);
     }
 
     #[test]
     fn an_end_counted_before_its_runner_went_pays_off_its_finish() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        assert_eq!(clock.standing("ns/ci", 1, 0, t).unrecorded_finishes, 0);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
+        assert_eq!(clock.standing("ns/ci", 1, 0, t).uncounted_finishes, 0);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
         clock.runner_finished("ns/ci", t);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
     }
 
     #[test]
@@ -202,7 +202,7 @@ mod tests {
         clock.runner_finished("ns/ci", t);
         let later = t + PAIRING_WINDOW;
         assert_eq!(
-            clock.standing("ns/ci", 1, 0, later).unrecorded_finishes,
+            clock.standing("ns/ci", 1, 0, later).uncounted_finishes,
             0,
             "a finish whose end never came holds a runner back no longer"
         );
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(
             clock
                 .standing("ns/ci", 2, 1, later + PAIRING_WINDOW)
-                .unrecorded_finishes,
+                .uncounted_finishes,
             1,
             "an old unpaired end does not pay off a new finish"
         );
@@ -223,7 +223,7 @@ mod tests {
         let t = Instant::now();
         clock.standing("ns/ci", 9, 40, t);
         clock.runner_finished("ns/ci", t);
-        assert_eq!(clock.standing("ns/ci", 1, 0, t).unrecorded_finishes, 1);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).unrecorded_finishes, 0);
+        assert_eq!(clock.standing("ns/ci", 1, 0, t).uncounted_finishes, 1);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
     }
 }

@@ -135,7 +135,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         sequence: set.spec.patch_sequence,
         observed_sequence: observed,
         settled: decision_age >= DECISION_SETTLE,
-        unrecorded_finishes: standing.unrecorded_finishes,
+        uncounted_finishes: standing.uncounted_finishes,
     };
     let template_hash = set
         .spec
@@ -198,7 +198,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     if plan.create > 0 || !plan.delete.is_empty() || removed > 0 {
         info!(set = %set.name_any(), replicas = decision.replicas, sequence = decision.sequence,
             created = plan.create - created.len(), deleted = plan.delete.len(), replaced = plan.replace.len(),
-            scaled_down = removed, uncounted_finishes = decision.unrecorded_finishes,
+            scaled_down = removed, uncounted_finishes = decision.uncounted_finishes,
             job_ends = set.spec.job_ends, "runners adjusted");
     }
 

@@ -87,7 +87,7 @@ pub struct Decision {
     pub settled: bool,
     /// Runners that finished a job the decision still counts, gone before the listener
     /// counted the job's end.
-    pub unrecorded_finishes: usize,
+    pub uncounted_finishes: usize,
 }
 
 impl Decision {
@@ -207,7 +207,7 @@ pub fn plan(
     // Runners that finished a job the decision still counts are no shortfall, new decision or
     // not: a later one drops their jobs. Unless jobs wait beyond the maximum: then the count
     // stays at the maximum without them, and their runners are replaced at once.
-    let finished = room.min(decision.unrecorded_finishes.saturating_sub(decision.beyond_max));
+    let finished = room.min(decision.uncounted_finishes.saturating_sub(decision.beyond_max));
     let fillable = room - finished;
     plan.create = if decision.is_new() || decision.settled {
         fillable
@@ -273,7 +273,7 @@ mod tests {
             sequence: 2,
             observed_sequence: 1,
             settled: false,
-            unrecorded_finishes: 0,
+            uncounted_finishes: 0,
         }
     }
 
@@ -284,7 +284,7 @@ mod tests {
             sequence: 2,
             observed_sequence: 2,
             settled: false,
-            unrecorded_finishes: 0,
+            uncounted_finishes: 0,
         }
     }
 
@@ -327,7 +327,7 @@ mod tests {
 
         // One of the missing runners finished its job before the listener counted its end.
         let counted_later = Decision {
-            unrecorded_finishes: 1,
+            uncounted_finishes: 1,
             ..settled
         };
         let p = plan(counted_later, &runners, &CURRENT, now(), GRACE);
@@ -342,7 +342,7 @@ mod tests {
     fn a_new_decision_that_still_counts_finished_runners_does_not_make_them_again() {
         let runners = [runner("busy", RunnerState::Busy, 30)];
         let stale = Decision {
-            unrecorded_finishes: 2,
+            uncounted_finishes: 2,
             ..new(4)
         };
         let p = plan(stale, &runners, &CURRENT, now(), GRACE);
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(p.deferred, 0);
         let p = plan(
             Decision {
-                unrecorded_finishes: 5,
+                uncounted_finishes: 5,
                 ..new(4)
             },
             &runners,
@@ -362,14 +362,14 @@ mod tests {
 
         // Jobs wait beyond the maximum: the count would stay the same without the finished jobs.
         let capped = Decision {
-            unrecorded_finishes: 2,
+            uncounted_finishes: 2,
             beyond_max: 5,
             ..new(4)
         };
         let p = plan(capped, &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.create, 3, "finished runners are replaced for the waiting jobs");
         let barely = Decision {
-            unrecorded_finishes: 2,
+            uncounted_finishes: 2,
             beyond_max: 1,
             ..new(4)
         };
