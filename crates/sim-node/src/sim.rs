@@ -367,6 +367,8 @@ struct Tracked {
 
 struct NodeSlot {
     name: String,
+    /// The node's labels, for `nodeSelector`s: fixed for the simulator's life.
+    labels: BTreeMap<String, String>,
     used: u32,
     next_ip: u32,
 }
@@ -377,6 +379,9 @@ struct Loop {
     pods: HashMap<String, Tracked>,
     /// Unbound pods waiting for room, by creation time then key.
     pending: BTreeMap<(String, String), Pod>,
+    /// The `pending` entry of each pod key: a burst brings a pod event per pod, and finding
+    /// a pod by scanning every pending one made each event cost as much as the whole queue.
+    pending_by_key: HashMap<String, (String, String)>,
     /// Pending pods already marked unschedulable.
     marked: HashSet<String>,
     faults: FaultPicker,
@@ -391,8 +396,10 @@ impl Loop {
             .config
             .node_names
             .iter()
-            .map(|n| NodeSlot {
+            .enumerate()
+            .map(|(i, n)| NodeSlot {
                 name: n.clone(),
+                labels: node::node(n, i).metadata.labels.unwrap_or_default(),
                 used: 0,
                 next_ip: 0,
             })
@@ -404,6 +411,7 @@ impl Loop {
             nodes,
             pods: HashMap::new(),
             pending: BTreeMap::new(),
+            pending_by_key: HashMap::new(),
             marked: HashSet::new(),
             faults,
             reports_tx,
@@ -491,9 +499,22 @@ impl Loop {
         }
     }
 
+    /// Queues an unbound pod, replacing any pod queued under the same key.
+    fn queue(&mut self, created: String, k: String, pod: Pod) {
+        self.unqueue(&k);
+        self.pending_by_key
+            .insert(k.clone(), (created.clone(), k.clone()));
+        self.pending.insert((created, k), pod);
+    }
+
+    /// Takes the pod queued under key `k` off the queue.
+    fn unqueue(&mut self, k: &str) -> Option<Pod> {
+        let entry = self.pending_by_key.remove(k)?;
+        self.pending.remove(&entry)
+    }
+
     fn on_gone(&mut self, k: &str, uid: Option<&str>) {
-        self.pending
-            .retain(|_, p| key(&ns_of(p), p.metadata.name.as_deref().unwrap_or_default()) != k);
+        self.unqueue(k);
         self.marked.remove(k);
         let same = self.pods.get(k).is_some_and(|t| uid.is_none_or(|u| u == t.uid));
         if same && let Some(t) = self.pods.get_mut(k) {
@@ -559,8 +580,15 @@ impl Loop {
         match bound {
             Some(n) => {
                 if let Some(i) = self.nodes.iter().position(|x| x.name == n) {
-                    self.pending
-                        .retain(|_, p| p.metadata.uid.as_deref() != Some(uid.as_str()));
+                    // Bound by someone else while it waited here.
+                    if self
+                        .pending_by_key
+                        .get(&k)
+                        .and_then(|entry| self.pending.get(entry))
+                        .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                    {
+                        self.unqueue(&k);
+                    }
                     self.launch(i, pod);
                 }
             }
@@ -574,9 +602,7 @@ impl Loop {
                     .as_ref()
                     .map(|t| t.0.to_rfc3339())
                     .unwrap_or_default();
-                self.pending
-                    .retain(|_, p| p.metadata.name.as_deref() != Some(name.as_str()) || ns_of(p) != ns);
-                self.pending.insert((created, k), pod);
+                self.queue(created, k, pod);
                 self.schedule().await;
             }
             None => {}
@@ -586,26 +612,26 @@ impl Loop {
     /// Binds pending pods (oldest first) while nodes have room; marks the rest unschedulable.
     async fn schedule(&mut self) {
         let pending = std::mem::take(&mut self.pending);
+        self.pending_by_key.clear();
+        let mut usage: Vec<NodeUsage> = self
+            .nodes
+            .iter()
+            .map(|n| NodeUsage {
+                name: n.name.clone(),
+                max_pods: self.shared.config.max_pods,
+                used: n.used,
+            })
+            .collect();
         for ((created, k), pod) in pending {
-            let usage: Vec<NodeUsage> = self
-                .nodes
-                .iter()
-                .map(|n| NodeUsage {
-                    name: n.name.clone(),
-                    max_pods: self.shared.config.max_pods,
-                    used: n.used,
-                })
-                .collect();
+            // Each pod launched fills its node: read the counts back for the next pod.
+            for (u, n) in usage.iter_mut().zip(&self.nodes) {
+                u.used = n.used;
+            }
             let selector = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref());
-            let labels: Vec<_> = self
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| node::node(&n.name, i).metadata.labels.unwrap_or_default())
-                .collect();
+            let nodes = &self.nodes;
             let fits = |n: &NodeUsage| {
                 let i = usage.iter().position(|u| u.name == n.name).unwrap_or(0);
-                schedule::selector_fits(selector, &labels[i])
+                schedule::selector_fits(selector, &nodes[i].labels)
             };
             let Some(i) = schedule::pick_node(&usage, fits) else {
                 if self.marked.insert(k.clone()) {
@@ -617,7 +643,7 @@ impl Loop {
                     };
                     self.mark_unschedulable(&pod, &message).await;
                 }
-                self.pending.insert((created, k), pod);
+                self.queue(created, k, pod);
                 continue;
             };
             if self.bind(&pod, i).await {
