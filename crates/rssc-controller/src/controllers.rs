@@ -59,8 +59,12 @@ pub async fn run_runner_sets(
     let controller = Controller::new(ctx.api::<RunnerSet>(), watcher::Config::default())
         .with_config(config(ctx.settings.concurrency));
     let store = controller.store();
+    let set_triggers = changed_objects(
+        watcher(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default()),
+        set_digest,
+    );
     controller
-        .owns(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
+        .owns_stream(set_triggers)
         // The reconcile reads the Deployment's metadata itself; changes only trigger it.
         .owns_stream(metadata_watcher(ctx.api::<Deployment>(), ours()).touched_objects())
         // A change of an AutoscaleSet (registration, limits, template, deletion) concerns the
@@ -117,6 +121,67 @@ pub async fn run_ephemeral_runners(
         .run(ephemeral_runner::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
+}
+
+/// The objects among `events` whose `digest` changed since their last event, every object listed
+/// when the watch (re)starts, and every deletion (a deleted object's last state may equal the
+/// one seen before, and its deletion still matters).
+fn changed_objects<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    digest: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: kube::Resource<DynamicType = ()> + Send,
+{
+    let mut seen: std::collections::HashMap<ObjectRef<K>, u64> = std::collections::HashMap::new();
+    events.filter_map(move |event| {
+        let trigger = match event {
+            Ok(watcher::Event::InitApply(object)) => {
+                seen.insert(ObjectRef::from_obj(&object), digest(&object));
+                Some(Ok(object))
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                let now = digest(&object);
+                let before = seen.insert(ObjectRef::from_obj(&object), now);
+                (before != Some(now)).then_some(Ok(object))
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&ObjectRef::from_obj(&object));
+                Some(Ok(object))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        };
+        futures::future::ready(trigger)
+    })
+}
+
+/// What of an EphemeralRunnerSet its RunnerSet acts on or reports: all but the listener's
+/// decision (the counts and its trace annotation), which changes with nearly every job event
+/// and reaches the RunnerSet's summary through the set's status, written at most once a
+/// second. Triggered by every decision, the RunnerSet re-read its AutoscaleSet, credentials
+/// and listener objects hundreds of times a minute during a burst.
+fn set_digest(set: &EphemeralRunnerSet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut spec = set.spec.clone();
+    spec.replicas = 0;
+    spec.beyond_max = 0;
+    spec.patch_sequence = 0;
+    spec.job_ends = 0;
+    let mut annotations = set.annotations().clone();
+    annotations.remove(rssc_api::consts::annotations::TRACEPARENT);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&(&spec, &set.status, set.labels(), &annotations))
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    set.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    set.finalizers().hash(&mut hasher);
+    set.owner_references()
+        .iter()
+        .map(|o| &o.uid)
+        .collect::<Vec<_>>()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The runner Pod changes that can change a runner's outcome (see
@@ -344,5 +409,42 @@ mod tests {
         let mut released = runner.clone();
         released.metadata.finalizers = None;
         assert_ne!(runner_changes_that_matter(&released), created);
+    }
+
+    #[test]
+    fn a_set_triggers_its_runner_set_on_status_and_template_changes_but_not_on_decisions() {
+        let mut set: EphemeralRunnerSet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunnerSet",
+            "metadata": {"name": "ci", "namespace": "ns", "generation": 1},
+            "spec": {"replicas": 1, "patchSequence": 1,
+                     "runnerTemplate": {"spec": {"containers": [{"name": "runner", "image": "a"}]}},
+                     "runnerConfig": {"autoscaleSetRef": {"name": "a"}, "githubConfigURL": "https://github.com/o",
+                                      "scaleSetID": 1, "scaleSetName": "s"}}
+        }))
+        .unwrap();
+        let before = set_digest(&set);
+        set.spec.replicas = 40;
+        set.spec.patch_sequence = 9;
+        set.spec.job_ends = 3;
+        set.spec.beyond_max = 2;
+        set.metadata.generation = Some(5);
+        set.annotations_mut().insert(
+            rssc_api::consts::annotations::TRACEPARENT.into(),
+            "00-t-s-01".into(),
+        );
+        assert_eq!(set_digest(&set), before, "a decision alone");
+
+        let mut counted = set.clone();
+        counted.status = Some(rssc_api::v1alpha1::EphemeralRunnerSetStatus {
+            busy_runners: 1,
+            ..Default::default()
+        });
+        assert_ne!(set_digest(&counted), before);
+        let mut edited = set.clone();
+        edited.spec.runner_template.spec.containers[0].image = Some("b".into());
+        assert_ne!(set_digest(&edited), before);
+        let mut deleting = set.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::chrono::Utc::now()));
+        assert_ne!(set_digest(&deleting), before);
     }
 }

@@ -37,6 +37,12 @@ pub struct Standing {
     /// Runners that finished a job the decision still counts: gone from the set, their end not
     /// yet recorded by the listener.
     pub uncounted_finishes: usize,
+    /// The last decision this process carried out in full, if it did one since it started.
+    pub carried_out: Option<i64>,
+    /// Job ends the listener counted whose runners this process has not seen finish yet: that
+    /// many busy runners are on their way out, whether or not the listener's record of the
+    /// end has reached this process's cache.
+    pub unfinished_ends: usize,
 }
 
 /// A set's decision as last seen (sequence, since when, job ends) and the unpaired finishes
@@ -48,6 +54,7 @@ struct Entry {
     job_ends: i64,
     finishes: VecDeque<Instant>,
     unpaired_ends: VecDeque<Instant>,
+    carried_out: Option<i64>,
 }
 
 impl Entry {
@@ -58,6 +65,7 @@ impl Entry {
             job_ends,
             finishes: VecDeque::new(),
             unpaired_ends: VecDeque::new(),
+            carried_out: None,
         }
     }
 
@@ -112,6 +120,8 @@ impl DecisionClock {
         Standing {
             age: now.saturating_duration_since(entry.since),
             uncounted_finishes: entry.finishes.len(),
+            unfinished_ends: entry.unpaired_ends.len(),
+            carried_out: entry.carried_out,
         }
     }
 
@@ -123,6 +133,27 @@ impl DecisionClock {
             // The listener counted the end first (the runner took a while to go).
             if entry.unpaired_ends.pop_front().is_none() && entry.finishes.len() < MAX_UNPAIRED {
                 entry.finishes.push_back(now);
+            }
+        }
+    }
+
+    /// Notes that decision `sequence` of the set `key` was carried out in full. The set's
+    /// status records it too, but a reconcile right after may read the set from a cache that
+    /// does not show that write yet, and would carry the decision out twice.
+    pub fn carried_out(&self, key: &str, sequence: i64) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.carried_out = Some(sequence);
+        }
+    }
+
+    /// Takes back a finish noted for the set `key` whose runner could not be removed after
+    /// all (it is retried, and noted again then).
+    pub fn runner_finish_undone(&self, key: &str, now: Instant) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            // The finish either waits in `finishes` or paid off a job end: either way one
+            // finish fewer is one unpaired end more, paid off at once by any waiting finish.
+            if entry.finishes.pop_back().is_none() && entry.unpaired_ends.len() < MAX_UNPAIRED {
+                entry.unpaired_ends.push_back(now);
             }
         }
     }
@@ -189,9 +220,42 @@ mod tests {
         let clock = DecisionClock::default();
         let t = Instant::now();
         assert_eq!(clock.standing("ns/ci", 1, 0, t).uncounted_finishes, 0);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
+        let ended = clock.standing("ns/ci", 2, 1, t);
+        assert_eq!((ended.uncounted_finishes, ended.unfinished_ends), (0, 1));
         clock.runner_finished("ns/ci", t);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
+        let gone = clock.standing("ns/ci", 2, 1, t);
+        assert_eq!((gone.uncounted_finishes, gone.unfinished_ends), (0, 0));
+    }
+
+    #[test]
+    fn the_decision_carried_out_is_remembered_until_the_set_is_forgotten() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        assert_eq!(clock.standing("ns/ci", 3, 0, t).carried_out, None);
+        clock.carried_out("ns/ci", 3);
+        assert_eq!(clock.standing("ns/ci", 4, 0, t).carried_out, Some(3));
+        assert_eq!(clock.standing("ns/other", 4, 0, t).carried_out, None);
+        clock.forget("ns/ci");
+        assert_eq!(clock.standing("ns/ci", 4, 0, t).carried_out, None);
+    }
+
+    #[test]
+    fn a_finish_taken_back_is_as_if_it_never_was() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        let standing = |job_ends| {
+            let s = clock.standing("ns/ci", 1, job_ends, t);
+            (s.uncounted_finishes, s.unfinished_ends)
+        };
+        assert_eq!(standing(0), (0, 0));
+        clock.runner_finished("ns/ci", t);
+        clock.runner_finish_undone("ns/ci", t);
+        assert_eq!(standing(0), (0, 0), "a waiting finish");
+        assert_eq!(standing(1), (0, 1));
+        clock.runner_finished("ns/ci", t);
+        assert_eq!(standing(1), (0, 0));
+        clock.runner_finish_undone("ns/ci", t);
+        assert_eq!(standing(1), (0, 1), "a finish that paid off an end");
     }
 
     #[test]

@@ -631,16 +631,31 @@ fn ignore_not_found(err: kube::Error) -> Result<(), kube::Error> {
 /// one write and two watch round trips fewer per job. Its Pod and Secret go with it.
 async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&Pod>) -> Result<(), Error> {
     let name = runner.name_any();
-    let api: Api<EphemeralRunner> =
-        Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
+    let namespace = runner.namespace().unwrap_or_default();
+    let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+    let set = runner.labels().get(labels::RUNNER_SET);
+    let set_key = set.map(|set| format!("{namespace}/{set}"));
+    // The set's decisions count the job until the listener counts its end (see
+    // `decision_clock`). Noted before the deletion: the set's reconcile that the deletion's
+    // watch event starts must not find the runner gone and its finish not yet noted, or it
+    // makes a runner too many.
+    if let Some(key) = &set_key {
+        ctx.decisions.runner_finished(key, Instant::now());
+    }
     let deleting = match api.delete(&name, &DeleteParams::background()).await {
         // Still there, held by its finalizers (gone at once otherwise).
         Ok(deleted) => match deleted.left() {
             Some(deleting) => deleting,
             None => return Ok(()),
         },
+        // Gone already, its job finished all the same.
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if let Some(key) = &set_key {
+                ctx.decisions.runner_finish_undone(key, Instant::now());
+            }
+            return Err(e.into());
+        }
     };
     info!(runner = %name, "runner finished; removing it");
     let exited = pod
@@ -649,13 +664,6 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref());
     record_removal(runner, ctx, exited);
-    if let Some(set) = runner.labels().get(labels::RUNNER_SET) {
-        // Gone from its set now, while the set's decisions count its job until the listener
-        // counts the job's end (see `decision_clock`).
-        let namespace = runner.namespace().unwrap_or_default();
-        ctx.decisions
-            .runner_finished(&format!("{namespace}/{set}"), Instant::now());
-    }
     // Other finalizers stay; the resourceVersion keeps this from dropping one added meanwhile.
     let kept: Vec<&String> = deleting
         .finalizers()

@@ -120,7 +120,6 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         .collect();
     let by_name: BTreeMap<String, &EphemeralRunner> = runners.iter().map(|r| (r.name_any(), r)).collect();
     let views: Vec<RunnerView> = runners.iter().map(view).collect();
-    let observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
     let decision_key = format!("{namespace}/{}", set.name_any());
     let standing = ctx.decisions.standing(
         &decision_key,
@@ -129,6 +128,10 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         Instant::now(),
     );
     let decision_age = standing.age;
+    // What this process carried out last, else what the status says (after a restart).
+    let observed = standing
+        .carried_out
+        .unwrap_or_else(|| set.status.as_ref().map_or(0, |s| s.observed_patch_sequence));
     let decision = Decision {
         replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
         beyond_max: usize::try_from(set.spec.beyond_max.max(0)).unwrap_or(0),
@@ -136,6 +139,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         observed_sequence: observed,
         settled: decision_age >= DECISION_SETTLE,
         uncounted_finishes: standing.uncounted_finishes,
+        unfinished_ends: standing.unfinished_ends,
     };
     let template_hash = set
         .spec
@@ -195,14 +199,16 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     for err in &created {
         warn!(set = %set.name_any(), error = %err, "creating a runner failed");
     }
+    let counts = Counts::of(&views);
     if plan.create > 0 || !plan.delete.is_empty() || removed > 0 {
         info!(set = %set.name_any(), replicas = decision.replicas, sequence = decision.sequence,
+            pending = counts.pending, idle = counts.idle, busy = counts.busy, deleting = counts.deleting,
             created = plan.create - created.len(), deleted = plan.delete.len(), replaced = plan.replace.len(),
             scaled_down = removed, uncounted_finishes = decision.uncounted_finishes,
+            unfinished_ends = decision.unfinished_ends,
             job_ends = set.spec.job_ends, "runners adjusted");
     }
 
-    let counts = Counts::of(&views);
     let config = &set.spec.runner_config;
     let labels =
         ScaleSetLabels::for_config_url(&config.scale_set_name, &namespace, &config.github_config_url);
@@ -213,6 +219,9 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     // finishing ones to go, is tried again.
     let satisfied = all_created && removed >= plan.scale_down && plan.waiting_for_finishing == 0;
     let observed_sequence = if satisfied { decision.sequence } else { observed };
+    if satisfied {
+        ctx.decisions.carried_out(&decision_key, decision.sequence);
+    }
     let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let known = set.status.clone().unwrap_or_default();
     let status = EphemeralRunnerSetStatus {
@@ -227,14 +236,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         observed_generation: set.metadata.generation,
         ..known.clone()
     };
-    // Every runner change brings a reconcile; most change no count, and during a burst the
-    // counts are written at most once a second (see `status_pace`). The decision acted on is
-    // read back by the next reconcile, so it is written at once.
-    let urgent = status.observed_patch_sequence != known.observed_patch_sequence
-        || status.observed_generation != known.observed_generation;
+    // Every runner change and every decision brings a reconcile; during a burst the status is
+    // written at most once a second (see `status_pace`).
     let changed = status != known;
     let status_wait = changed
-        .then(|| ctx.set_status_pace.claim(&decision_key, Instant::now(), urgent))
+        .then(|| ctx.set_status_pace.claim(&decision_key, Instant::now()))
         .flatten();
     if changed && status_wait.is_none() {
         let patch = json!({"status": {

@@ -19,6 +19,9 @@
 //!   removed again ([`crate::decision_clock`] tells which finishes a decision counts). Jobs
 //!   waiting beyond `maxRunners` take their place, though: while there are such jobs the
 //!   finished runners are replaced at once.
+//! - A runner whose job ended is finishing: no capacity, and no reason to scale down. The
+//!   listener records the end on the runner, and counts it in its decision; a busy runner whose
+//!   record this process has not read yet is finishing by that count.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
@@ -88,6 +91,9 @@ pub struct Decision {
     /// Runners that finished a job the decision still counts, gone before the listener
     /// counted the job's end.
     pub uncounted_finishes: usize,
+    /// Job ends the decision no longer counts whose runners have not finished yet; their
+    /// runners may still look busy (the listener's record of the end not read yet).
+    pub unfinished_ends: usize,
 }
 
 impl Decision {
@@ -195,6 +201,19 @@ pub fn plan(
             _ => live.push(runner),
         }
     }
+    // Runners whose job ended by the listener's count but not by their records are finishing
+    // too: counted as live they would make scale-down remove a runner still waiting for its
+    // job. Which ones is not known; the records read so far may lag (a runner still shown
+    // idle or pending may have run its job already), so busy ones are taken first, then idle,
+    // then pending.
+    let unrecorded_ends = decision.unfinished_ends.saturating_sub(finishing).min(live.len());
+    live.sort_by_key(|r| match r.state {
+        RunnerState::Busy => 0,
+        RunnerState::Idle => 1,
+        _ => 2,
+    });
+    live.drain(..unrecorded_ends);
+    finishing += unrecorded_ends;
     let failed = runners
         .iter()
         .filter(|r| !r.deleting && r.state == RunnerState::Failed)
@@ -274,6 +293,7 @@ mod tests {
             observed_sequence: 1,
             settled: false,
             uncounted_finishes: 0,
+            unfinished_ends: 0,
         }
     }
 
@@ -285,6 +305,7 @@ mod tests {
             observed_sequence: 2,
             settled: false,
             uncounted_finishes: 0,
+            unfinished_ends: 0,
         }
     }
 
@@ -309,6 +330,63 @@ mod tests {
         let gone = [runners[1].clone(), runners[2].clone()];
         let p = plan(new(3), &gone, &CURRENT, now(), GRACE);
         assert_eq!((p.create, p.waiting_for_finishing), (1, 0));
+    }
+
+    #[test]
+    fn an_end_the_listener_counted_marks_a_busy_runner_finishing_before_its_record_comes() {
+        // The listener counted the job end (3 → 2) and this process has not seen the runner
+        // finish; its record of the end has not been read yet, so the runner looks busy.
+        let runners = [
+            runner("ended", RunnerState::Busy, 60),
+            runner("busy", RunnerState::Busy, 60),
+            runner("waiting-for-its-job", RunnerState::Idle, 60),
+        ];
+        let ended = Decision {
+            unfinished_ends: 1,
+            ..new(2)
+        };
+        let p = plan(ended, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(p.scale_down, 0, "the idle runner's job is still coming");
+        assert_eq!((p.create, p.waiting_for_finishing), (0, 0));
+        let without = plan(new(2), &runners, &CURRENT, now(), GRACE);
+        assert_eq!(without.scale_down, 1, "what the count prevents");
+
+        // Once the record is read the runner is finishing by it; the end is not counted twice.
+        let recorded = [
+            runner("ended", RunnerState::Finishing, 60),
+            runner("busy", RunnerState::Busy, 60),
+            runner("waiting-for-its-job", RunnerState::Idle, 60),
+        ];
+        let p = plan(
+            Decision {
+                unfinished_ends: 1,
+                ..new(3)
+            },
+            &recorded,
+            &CURRENT,
+            now(),
+            GRACE,
+        );
+        assert_eq!((p.create, p.waiting_for_finishing), (0, 1));
+        // More ends than busy runners: the records of runners shown idle may lag too.
+        let lagging = Decision {
+            unfinished_ends: 3,
+            ..new(0)
+        };
+        let p = plan(lagging, &runners, &CURRENT, now(), GRACE);
+        assert_eq!((p.scale_down, p.create), (0, 0), "every runner's job ended");
+        let p = plan(
+            Decision {
+                unfinished_ends: 2,
+                ..new(0)
+            },
+            &runners,
+            &CURRENT,
+            now(),
+            GRACE,
+        );
+        assert_eq!(p.scale_down, 1, "the runner shown idle is the one left over");
+        assert_eq!(p.scale_down_candidates, ["waiting-for-its-job"]);
     }
 
     #[test]
