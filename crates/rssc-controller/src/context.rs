@@ -94,6 +94,8 @@ pub struct Context {
     pub decisions: crate::decision_clock::DecisionClock,
     /// When each EphemeralRunnerSet's status was last written.
     pub set_status_pace: crate::status_pace::StatusPace,
+    /// Runners the runner reconciler removed itself.
+    pub self_removed: crate::self_removed::SelfRemoved,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -141,6 +143,7 @@ impl Context {
             applied: crate::applied::Applied::default(),
             decisions: crate::decision_clock::DecisionClock::default(),
             set_status_pace: crate::status_pace::StatusPace::default(),
+            self_removed: crate::self_removed::SelfRemoved::default(),
             github: Mutex::default(),
             failures: Mutex::default(),
         }

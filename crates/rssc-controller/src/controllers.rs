@@ -107,11 +107,20 @@ pub async fn run_ephemeral_runners(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (runners, writer) = reflector::store();
+    let removed = ctx.clone();
     let trigger = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
         .modify(|runner| runner.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(runner_changes_that_matter);
+        .predicate_filter(runner_changes_that_matter)
+        // A runner the reconciler removed itself has nothing left to reconcile.
+        .filter(move |runner| {
+            let done = runner.as_ref().is_ok_and(|r| {
+                r.uid()
+                    .is_some_and(|uid| removed.self_removed.contains(&uid, std::time::Instant::now()))
+            });
+            futures::future::ready(!done)
+        });
     Controller::for_stream(trigger, runners)
         .with_config(config(ctx.settings.runner_concurrency))
         // The reconcile reads the Pod it needs; a Pod change triggers it only when it can

@@ -642,6 +642,9 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     if let Some(key) = &set_key {
         ctx.decisions.runner_finished(key, Instant::now());
     }
+    // This reconcile finishes the runner off; its deletion's event needs no reconcile of its own.
+    let uid = runner.uid().unwrap_or_default();
+    ctx.self_removed.note(&uid, Instant::now());
     let deleting = match api.delete(&name, &DeleteParams::background()).await {
         // Still there, held by its finalizers (gone at once otherwise).
         Ok(deleted) => match deleted.left() {
@@ -654,6 +657,7 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
             if let Some(key) = &set_key {
                 ctx.decisions.runner_finish_undone(key, Instant::now());
             }
+            ctx.self_removed.forget(&uid);
             return Err(e.into());
         }
     };
@@ -665,22 +669,41 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref());
     record_removal(runner, ctx, exited);
     // Other finalizers stay; the resourceVersion keeps this from dropping one added meanwhile.
-    let kept: Vec<&String> = deleting
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != finalizers::RUNNER_REGISTRATION)
-        .collect();
-    let patch = json!({"metadata": {"resourceVersion": deleting.resource_version(), "finalizers": kept}});
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone, or changed meanwhile: the deletion's own reconcile removes the finalizer then.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+    let mut current = deleting;
+    for _ in 0..FINALIZER_ATTEMPTS {
+        let kept: Vec<&String> = current
+            .finalizers()
+            .iter()
+            .filter(|f| f.as_str() != finalizers::RUNNER_REGISTRATION)
+            .collect();
+        let patch = json!({"metadata": {"resourceVersion": current.resource_version(), "finalizers": kept}});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => return Ok(()),
+            // Changed meanwhile (the listener recording the job's end, say): read it again.
+            Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {
+                match api.get_opt(&name).await? {
+                    Some(stored) if stored.uid() == runner.uid() => current = stored,
+                    _ => return Ok(()),
+                }
+            }
+            Err(e) => {
+                ctx.self_removed.forget(&uid);
+                return Err(e.into());
+            }
+        }
     }
+    // Still conflicting: its deletion's own reconcile removes the finalizer.
+    ctx.self_removed.forget(&uid);
+    Err(Error::Waiting(
+        "the runner keeps changing; its finalizer is removed on the next look".into(),
+    ))
 }
+
+/// How many times a finished runner's finalizer removal is tried against concurrent changes.
+const FINALIZER_ATTEMPTS: usize = 3;
 
 /// The runner's ID on GitHub: recorded in its status once it ran, in its Secret before that;
 /// `None` if it never registered.

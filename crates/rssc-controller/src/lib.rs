@@ -25,4 +25,5 @@ pub mod runner_set;
 pub mod runner_support;
 pub mod runner_template;
 pub mod scale;
+pub mod self_removed;
 pub mod status_pace;
