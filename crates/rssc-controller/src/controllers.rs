@@ -62,6 +62,7 @@ pub async fn run_runner_sets(
     let set_triggers = changed_objects(
         watcher(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default()),
         set_digest,
+        |_| false,
     );
     controller
         .owns_stream(set_triggers)
@@ -132,12 +133,14 @@ pub async fn run_ephemeral_runners(
         .await;
 }
 
-/// The objects among `events` whose `digest` changed since their last event, every object listed
-/// when the watch (re)starts, and every deletion (a deleted object's last state may equal the
-/// one seen before, and its deletion still matters).
+/// The objects among `events` whose `digest` changed since their last event, except new ones
+/// that are `quiet_when_new`; every object listed when the watch (re)starts, since what happened
+/// meanwhile is unknown; and every deletion (a deleted object's last state may equal the one
+/// seen before, and its deletion still matters).
 fn changed_objects<K>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     digest: fn(&K) -> u64,
+    quiet_when_new: fn(&K) -> bool,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
 where
     K: kube::Resource<DynamicType = ()> + Send,
@@ -152,7 +155,8 @@ where
             Ok(watcher::Event::Apply(object)) => {
                 let now = digest(&object);
                 let before = seen.insert(ObjectRef::from_obj(&object), now);
-                (before != Some(now)).then_some(Ok(object))
+                let quiet = before.is_none() && quiet_when_new(&object);
+                (before != Some(now) && !quiet).then_some(Ok(object))
             }
             Ok(watcher::Event::Delete(object)) => {
                 seen.remove(&ObjectRef::from_obj(&object));
@@ -201,29 +205,12 @@ fn set_digest(set: &EphemeralRunnerSet) -> u64 {
 fn pod_triggers(
     events: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send,
 ) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send {
-    let mut seen: std::collections::HashMap<ObjectRef<Pod>, u64> = std::collections::HashMap::new();
-    events.filter_map(move |event| {
-        let trigger = match event {
-            Ok(watcher::Event::InitApply(pod)) => {
-                seen.insert(ObjectRef::from_obj(&pod), crate::runner_outcome::pod_digest(&pod));
-                Some(Ok(pod))
-            }
-            Ok(watcher::Event::Apply(pod)) => {
-                let digest = crate::runner_outcome::pod_digest(&pod);
-                let before = seen.insert(ObjectRef::from_obj(&pod), digest);
-                // A Pod just created by a runner's reconcile tells that runner nothing new.
-                let created = before.is_none() && crate::runner_outcome::just_created(&pod);
-                (before != Some(digest) && !created).then_some(Ok(pod))
-            }
-            Ok(watcher::Event::Delete(pod)) => {
-                seen.remove(&ObjectRef::from_obj(&pod));
-                Some(Ok(pod))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
-        };
-        futures::future::ready(trigger)
-    })
+    // A Pod just created by a runner's reconcile tells that runner nothing new.
+    changed_objects(
+        events,
+        crate::runner_outcome::pod_digest,
+        crate::runner_outcome::just_created,
+    )
 }
 
 /// What of an EphemeralRunner its reconcile acts on: its spec (generation, which a deletion also
