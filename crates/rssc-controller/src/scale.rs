@@ -201,18 +201,20 @@ pub fn plan(
             _ => live.push(runner),
         }
     }
-    // Runners whose job ended by the listener's count but not by their records are finishing
-    // too: counted as live they would make scale-down remove a runner still waiting for its
-    // job. Which ones is not known; the records read so far may lag (a runner still shown
-    // idle or pending may have run its job already), so busy ones are taken first, then idle,
-    // then pending.
-    let unrecorded_ends = decision.unfinished_ends.saturating_sub(finishing).min(live.len());
-    live.sort_by_key(|r| match r.state {
-        RunnerState::Busy => 0,
-        RunnerState::Idle => 1,
-        _ => 2,
+    // Busy runners whose job ended by the listener's count but not by their records are
+    // finishing too: counted as live they would make scale-down remove a runner still waiting
+    // for its job. Only busy ones: the listener records a job's start before its end, and both
+    // before the decision that counts the end. (An end whose runner failed instead of finishing
+    // is never paired; it would hold an idle or pending runner back from scale-down for good
+    // once the decision is carried out.)
+    let busy = live.iter().filter(|r| r.state == RunnerState::Busy).count();
+    let unrecorded_ends = decision.unfinished_ends.saturating_sub(finishing).min(busy);
+    let mut marked = 0;
+    live.retain(|r| {
+        let ended = r.state == RunnerState::Busy && marked < unrecorded_ends;
+        marked += usize::from(ended);
+        !ended
     });
-    live.drain(..unrecorded_ends);
     finishing += unrecorded_ends;
     let failed = runners
         .iter()
@@ -368,16 +370,11 @@ mod tests {
             GRACE,
         );
         assert_eq!((p.create, p.waiting_for_finishing), (0, 1));
-        // More ends than busy runners: the records of runners shown idle may lag too.
-        let lagging = Decision {
-            unfinished_ends: 3,
-            ..new(0)
-        };
-        let p = plan(lagging, &runners, &CURRENT, now(), GRACE);
-        assert_eq!((p.scale_down, p.create), (0, 0), "every runner's job ended");
+        // More ends than busy runners (ends of runners that failed instead of finishing): the
+        // idle runner is still scaled down when no job is left for it.
         let p = plan(
             Decision {
-                unfinished_ends: 2,
+                unfinished_ends: 5,
                 ..new(0)
             },
             &runners,
@@ -385,7 +382,7 @@ mod tests {
             now(),
             GRACE,
         );
-        assert_eq!(p.scale_down, 1, "the runner shown idle is the one left over");
+        assert_eq!((p.scale_down, p.create), (1, 0));
         assert_eq!(p.scale_down_candidates, ["waiting-for-its-job"]);
     }
 
