@@ -30,6 +30,26 @@ fn completed(h: &Harness, jobs: &[i64]) -> usize {
     })
 }
 
+/// Longest wait of any of `jobs` between its assignment to the scale set and a runner
+/// taking it.
+fn longest_wait_for_a_runner(h: &Harness, jobs: &[i64]) -> Duration {
+    h.github.with_state(|s| {
+        jobs.iter()
+            .filter_map(|j| {
+                let job = &s.jobs[j];
+                job.runner_assign_time()?
+                    .duration_since(job.scale_set_assign_time()?)
+                    .ok()
+            })
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+/// Bound on a job's wait for a runner around a controller restart: the controller's settle
+/// time (10 s) and room for a slow machine, well short of GitHub's re-offer after 60 s.
+const RESTARTED_REFILL: Duration = Duration::from_secs(20);
+
 /// Waits until at least `n` of `jobs` completed.
 async fn until_completed(h: &Harness, jobs: &[i64], n: usize) {
     let ok = h
@@ -144,6 +164,17 @@ async fn listener_killed_mid_burst() {
         peaks.runners <= 10 && peaks.registrations <= 10,
         "no duplicate runners: {peaks:?}"
     );
+    // Runners that finished while no controller ran must not hold the restarted one back from
+    // the jobs still waiting. On the node simulator a runner starts within a second, so a
+    // longer wait is the controller's; a real cluster may pull images for longer.
+    if h.nodes.is_some() {
+        let slowest = longest_wait_for_a_runner(&h, &jobs);
+        assert!(
+            slowest < RESTARTED_REFILL,
+            "a job waited {slowest:?} for a runner; the restarted controller refills within the \
+             settle time (10 s)"
+        );
+    }
     teardown_and_check(h, Expect::jobs(&jobs)).await;
 }
 
@@ -167,6 +198,17 @@ async fn controller_killed_mid_burst() {
         peaks.runners <= 10 && peaks.registrations <= 10,
         "no duplicate runners: {peaks:?}"
     );
+    // Runners that finished while no controller ran must not hold the restarted one back from
+    // the jobs still waiting. On the node simulator a runner starts within a second, so a
+    // longer wait is the controller's; a real cluster may pull images for longer.
+    if h.nodes.is_some() {
+        let slowest = longest_wait_for_a_runner(&h, &jobs);
+        assert!(
+            slowest < RESTARTED_REFILL,
+            "a job waited {slowest:?} for a runner; the restarted controller refills within the \
+             settle time (10 s)"
+        );
+    }
     eventually("back to zero runners", || async {
         live_runners(&h).await.is_empty()
     })

@@ -16,7 +16,11 @@
 //!
 //! Kept in memory; after a restart a decision counts as new to the clock, which only delays
 //! filling a shortfall by the settle time, and finishes seen before the restart are forgotten,
-//! which can make a runner too many.
+//! which can make a runner too many. Runners that existed when the clock first saw the set may
+//! have finished while no controller ran, their ends counted before the sum the clock starts
+//! from: queued as finishes they would hold runners back from jobs still waiting until the
+//! window ran out. So their finishes only pay off ends counted later and never wait; the
+//! error that leaves goes the harmless way (an end that waits, a runner too many).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -43,6 +47,8 @@ pub struct Standing {
     /// many busy runners are on their way out, whether or not the listener's record of the
     /// end has reached this process's cache.
     pub unfinished_ends: usize,
+    /// When the oldest of the uncounted finishes stops counting if its end never comes.
+    pub finishes_expire_in: Option<Duration>,
 }
 
 /// A set's decision as last seen (sequence, since when, job ends) and the unpaired finishes
@@ -55,10 +61,13 @@ struct Entry {
     finishes: VecDeque<Instant>,
     unpaired_ends: VecDeque<Instant>,
     carried_out: Option<i64>,
+    /// Runners that existed when the set was first seen, and whether each one's finish paid
+    /// off a job end.
+    present_at_start: HashMap<String, bool>,
 }
 
 impl Entry {
-    fn new(sequence: i64, job_ends: i64, now: Instant) -> Self {
+    fn new(sequence: i64, job_ends: i64, now: Instant, present: Vec<String>) -> Self {
         Self {
             sequence,
             since: now,
@@ -66,6 +75,7 @@ impl Entry {
             finishes: VecDeque::new(),
             unpaired_ends: VecDeque::new(),
             carried_out: None,
+            present_at_start: present.into_iter().map(|name| (name, false)).collect(),
         }
     }
 
@@ -95,12 +105,20 @@ impl DecisionClock {
     }
 
     /// Where decision `sequence` of the set `key`, carrying the listener's sum of
-    /// `job_ends`, stands at `now`; a new sequence starts its age afresh.
-    pub fn standing(&self, key: &str, sequence: i64, job_ends: i64, now: Instant) -> Standing {
+    /// `job_ends`, stands at `now`; a new sequence starts its age afresh. `runners` names the
+    /// set's runners, asked for only when the set is first seen.
+    pub fn standing(
+        &self,
+        key: &str,
+        sequence: i64,
+        job_ends: i64,
+        now: Instant,
+        runners: impl FnOnce() -> Vec<String>,
+    ) -> Standing {
         let mut seen = self.lock();
         let entry = seen
             .entry(key.to_owned())
-            .or_insert_with(|| Entry::new(sequence, job_ends, now));
+            .or_insert_with(|| Entry::new(sequence, job_ends, now, runners()));
         if entry.sequence != sequence {
             entry.sequence = sequence;
             entry.since = now;
@@ -122,14 +140,22 @@ impl DecisionClock {
             uncounted_finishes: entry.finishes.len(),
             unfinished_ends: entry.unpaired_ends.len(),
             carried_out: entry.carried_out,
+            finishes_expire_in: entry
+                .finishes
+                .front()
+                .map(|at| PAIRING_WINDOW.saturating_sub(now.saturating_duration_since(*at))),
         }
     }
 
-    /// Notes that a runner of the set `key` finished a job and was removed at `now`: decisions
+    /// Notes that `runner` of the set `key` finished a job and was removed at `now`: decisions
     /// count the job until the listener reports its end.
-    pub fn runner_finished(&self, key: &str, now: Instant) {
+    pub fn runner_finished(&self, key: &str, runner: &str, now: Instant) {
         if let Some(entry) = self.lock().get_mut(key) {
             entry.expire(now);
+            if let Some(paid) = entry.present_at_start.get_mut(runner) {
+                *paid = *paid || entry.unpaired_ends.pop_front().is_some();
+                return;
+            }
             // The listener counted the end first (the runner took a while to go).
             if entry.unpaired_ends.pop_front().is_none() && entry.finishes.len() < MAX_UNPAIRED {
                 entry.finishes.push_back(now);
@@ -148,8 +174,14 @@ impl DecisionClock {
 
     /// Takes back a finish noted for the set `key` whose runner could not be removed after
     /// all (it is retried, and noted again then).
-    pub fn runner_finish_undone(&self, key: &str, now: Instant) {
+    pub fn runner_finish_undone(&self, key: &str, runner: &str, now: Instant) {
         if let Some(entry) = self.lock().get_mut(key) {
+            if let Some(paid) = entry.present_at_start.get_mut(runner) {
+                if std::mem::take(paid) && entry.unpaired_ends.len() < MAX_UNPAIRED {
+                    entry.unpaired_ends.push_back(now);
+                }
+                return;
+            }
             // The finish either waits in `finishes` or paid off a job end: either way one
             // finish fewer is one unpaired end more, paid off at once by any waiting finish.
             if entry.finishes.pop_back().is_none() && entry.unpaired_ends.len() < MAX_UNPAIRED {
@@ -178,7 +210,7 @@ mod tests {
         let start = Instant::now();
         let age = |sequence, secs| {
             clock
-                .standing("ns/ci", sequence, 0, start + Duration::from_secs(secs))
+                .standing("ns/ci", sequence, 0, start + Duration::from_secs(secs), Vec::new)
                 .age
         };
         assert_eq!(age(3, 0), Duration::ZERO);
@@ -193,17 +225,20 @@ mod tests {
     fn finishes_count_until_the_listener_reports_their_ends() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        let uncounted =
-            |sequence, job_ends| clock.standing("ns/ci", sequence, job_ends, t).uncounted_finishes;
-        clock.runner_finished("ns/ci", t);
+        let uncounted = |sequence, job_ends| {
+            clock
+                .standing("ns/ci", sequence, job_ends, t, Vec::new)
+                .uncounted_finishes
+        };
+        clock.runner_finished("ns/ci", "r", t);
         assert_eq!(
             uncounted(3, 10),
             0,
             "nothing to count against before a decision is seen"
         );
-        clock.runner_finished("ns/ci", t);
-        clock.runner_finished("ns/ci", t);
-        clock.runner_finished("ns/other", t);
+        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finished("ns/other", "r", t);
         assert_eq!(uncounted(3, 10), 2);
         assert_eq!(
             uncounted(4, 10),
@@ -219,11 +254,11 @@ mod tests {
     fn an_end_counted_before_its_runner_went_pays_off_its_finish() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        assert_eq!(clock.standing("ns/ci", 1, 0, t).uncounted_finishes, 0);
-        let ended = clock.standing("ns/ci", 2, 1, t);
+        assert_eq!(clock.standing("ns/ci", 1, 0, t, Vec::new).uncounted_finishes, 0);
+        let ended = clock.standing("ns/ci", 2, 1, t, Vec::new);
         assert_eq!((ended.uncounted_finishes, ended.unfinished_ends), (0, 1));
-        clock.runner_finished("ns/ci", t);
-        let gone = clock.standing("ns/ci", 2, 1, t);
+        clock.runner_finished("ns/ci", "r", t);
+        let gone = clock.standing("ns/ci", 2, 1, t, Vec::new);
         assert_eq!((gone.uncounted_finishes, gone.unfinished_ends), (0, 0));
     }
 
@@ -231,12 +266,12 @@ mod tests {
     fn the_decision_carried_out_is_remembered_until_the_set_is_forgotten() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        assert_eq!(clock.standing("ns/ci", 3, 0, t).carried_out, None);
+        assert_eq!(clock.standing("ns/ci", 3, 0, t, Vec::new).carried_out, None);
         clock.carried_out("ns/ci", 3);
-        assert_eq!(clock.standing("ns/ci", 4, 0, t).carried_out, Some(3));
-        assert_eq!(clock.standing("ns/other", 4, 0, t).carried_out, None);
+        assert_eq!(clock.standing("ns/ci", 4, 0, t, Vec::new).carried_out, Some(3));
+        assert_eq!(clock.standing("ns/other", 4, 0, t, Vec::new).carried_out, None);
         clock.forget("ns/ci");
-        assert_eq!(clock.standing("ns/ci", 4, 0, t).carried_out, None);
+        assert_eq!(clock.standing("ns/ci", 4, 0, t, Vec::new).carried_out, None);
     }
 
     #[test]
@@ -244,17 +279,17 @@ mod tests {
         let clock = DecisionClock::default();
         let t = Instant::now();
         let standing = |job_ends| {
-            let s = clock.standing("ns/ci", 1, job_ends, t);
+            let s = clock.standing("ns/ci", 1, job_ends, t, Vec::new);
             (s.uncounted_finishes, s.unfinished_ends)
         };
         assert_eq!(standing(0), (0, 0));
-        clock.runner_finished("ns/ci", t);
-        clock.runner_finish_undone("ns/ci", t);
+        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finish_undone("ns/ci", "r", t);
         assert_eq!(standing(0), (0, 0), "a waiting finish");
         assert_eq!(standing(1), (0, 1));
-        clock.runner_finished("ns/ci", t);
+        clock.runner_finished("ns/ci", "r", t);
         assert_eq!(standing(1), (0, 0));
-        clock.runner_finish_undone("ns/ci", t);
+        clock.runner_finish_undone("ns/ci", "r", t);
         assert_eq!(standing(1), (0, 1), "a finish that paid off an end");
     }
 
@@ -262,19 +297,19 @@ mod tests {
     fn unpaired_finishes_and_ends_are_dropped_after_the_window() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        clock.standing("ns/ci", 1, 0, t);
-        clock.runner_finished("ns/ci", t);
+        clock.standing("ns/ci", 1, 0, t, Vec::new);
+        clock.runner_finished("ns/ci", "r", t);
         let later = t + PAIRING_WINDOW;
         assert_eq!(
-            clock.standing("ns/ci", 1, 0, later).uncounted_finishes,
+            clock.standing("ns/ci", 1, 0, later, Vec::new).uncounted_finishes,
             0,
             "a finish whose end never came holds a runner back no longer"
         );
-        clock.standing("ns/ci", 2, 1, later);
-        clock.runner_finished("ns/ci", later + PAIRING_WINDOW);
+        clock.standing("ns/ci", 2, 1, later, Vec::new);
+        clock.runner_finished("ns/ci", "r", later + PAIRING_WINDOW);
         assert_eq!(
             clock
-                .standing("ns/ci", 2, 1, later + PAIRING_WINDOW)
+                .standing("ns/ci", 2, 1, later + PAIRING_WINDOW, Vec::new)
                 .uncounted_finishes,
             1,
             "an old unpaired end does not pay off a new finish"
@@ -285,9 +320,61 @@ mod tests {
     fn a_smaller_sum_starts_the_pairing_over() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        clock.standing("ns/ci", 9, 40, t);
-        clock.runner_finished("ns/ci", t);
-        assert_eq!(clock.standing("ns/ci", 1, 0, t).uncounted_finishes, 1);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t).uncounted_finishes, 0);
+        clock.standing("ns/ci", 9, 40, t, Vec::new);
+        clock.runner_finished("ns/ci", "r", t);
+        assert_eq!(clock.standing("ns/ci", 1, 0, t, Vec::new).uncounted_finishes, 1);
+        assert_eq!(clock.standing("ns/ci", 2, 1, t, Vec::new).uncounted_finishes, 0);
+    }
+
+    #[test]
+    fn runners_present_when_the_set_was_first_seen_never_wait_as_finishes() {
+        // A controller starting while runners that finished meanwhile wait to be removed: the
+        // listener's sum may already count their ends.
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        let present = || vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(clock.standing("ns/ci", 7, 10, t, present).uncounted_finishes, 0);
+        clock.runner_finished("ns/ci", "a", t);
+        clock.runner_finished("ns/ci", "b", t);
+        clock.runner_finish_undone("ns/ci", "b", t);
+        let s = clock.standing("ns/ci", 7, 10, t, || unreachable!("asked once"));
+        assert_eq!((s.uncounted_finishes, s.unfinished_ends), (0, 0));
+
+        // An end counted after the start is paid off by a present runner's finish, and owed
+        // again if that finish is taken back.
+        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 1);
+        clock.runner_finished("ns/ci", "c", t);
+        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 0);
+        clock.runner_finish_undone("ns/ci", "c", t);
+        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 1);
+        clock.runner_finished("ns/ci", "c", t);
+        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 0);
+
+        clock.runner_finished("ns/ci", "d", t);
+        let s = clock.standing("ns/ci", 9, 11, t, Vec::new);
+        assert_eq!(s.uncounted_finishes, 1, "a runner made later waits for its end");
+        assert_eq!(s.finishes_expire_in, Some(PAIRING_WINDOW));
+    }
+
+    #[test]
+    fn the_oldest_waiting_finish_tells_when_it_expires() {
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        assert_eq!(
+            clock.standing("ns/ci", 1, 0, t, Vec::new).finishes_expire_in,
+            None
+        );
+        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finished("ns/ci", "s", t + Duration::from_secs(5));
+        let later = t + Duration::from_secs(10);
+        assert_eq!(
+            clock.standing("ns/ci", 1, 0, later, Vec::new).finishes_expire_in,
+            Some(PAIRING_WINDOW - Duration::from_secs(10))
+        );
+        assert_eq!(
+            clock.standing("ns/ci", 1, 1, later, Vec::new).finishes_expire_in,
+            Some(PAIRING_WINDOW - Duration::from_secs(5)),
+            "the paired finish no longer counts"
+        );
     }
 }

@@ -640,7 +640,7 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     // watch event starts must not find the runner gone and its finish not yet noted, or it
     // makes a runner too many.
     if let Some(key) = &set_key {
-        ctx.decisions.runner_finished(key, Instant::now());
+        ctx.decisions.runner_finished(key, &name, Instant::now());
     }
     // This reconcile finishes the runner off; its deletion's event needs no reconcile of its own.
     let uid = runner.uid().unwrap_or_default();
@@ -655,7 +655,7 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
         Err(e) => {
             if let Some(key) = &set_key {
-                ctx.decisions.runner_finish_undone(key, Instant::now());
+                ctx.decisions.runner_finish_undone(key, &name, Instant::now());
             }
             ctx.self_removed.forget(&uid);
             return Err(e.into());

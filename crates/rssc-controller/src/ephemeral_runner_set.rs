@@ -126,6 +126,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         set.spec.patch_sequence,
         set.spec.job_ends,
         Instant::now(),
+        || by_name.keys().cloned().collect(),
     );
     let decision_age = standing.age;
     // What this process carried out last, else what the status says (after a restart).
@@ -277,11 +278,24 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     } else {
         None
     };
+    // A finish whose end the listener never reports stops holding a runner back after the
+    // pairing window; no watch event says so, so look again then.
+    let finishes_expire = (plan.held_for_finishes > 0)
+        .then_some(standing.finishes_expire_in)
+        .flatten()
+        .map(|wait| wait.max(Duration::from_secs(1)));
     // A held-back status write is made by the reconcile after the wait.
-    Ok(match recheck.into_iter().chain(status_wait).min() {
-        Some(wait) => Action::requeue(wait),
-        None => Action::await_change(),
-    })
+    Ok(
+        match recheck
+            .into_iter()
+            .chain(status_wait)
+            .chain(finishes_expire)
+            .min()
+        {
+            Some(wait) => Action::requeue(wait),
+            None => Action::await_change(),
+        },
+    )
 }
 
 /// An EphemeralRunner as the set's reconcile reads it: no Pod template, no managed fields.

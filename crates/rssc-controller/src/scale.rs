@@ -137,6 +137,9 @@ pub struct ScalePlan {
     /// Runners the decision wants that wait for finishing runners' Pods to go first; the
     /// decision is not done until they are created.
     pub waiting_for_finishing: usize,
+    /// Runners the decision counts that are not made because runners finished their jobs
+    /// and the decision still counts those jobs.
+    pub held_for_finishes: usize,
 }
 
 /// Counts by state, for status.
@@ -229,6 +232,7 @@ pub fn plan(
     // not: a later one drops their jobs. Unless jobs wait beyond the maximum: then the count
     // stays at the maximum without them, and their runners are replaced at once.
     let finished = room.min(decision.uncounted_finishes.saturating_sub(decision.beyond_max));
+    plan.held_for_finishes = finished;
     let fillable = room - finished;
     plan.create = if decision.is_new() || decision.settled {
         fillable
@@ -423,6 +427,7 @@ mod tests {
         let p = plan(stale, &runners, &CURRENT, now(), GRACE);
         assert_eq!(p.create, 1, "only the runner for a job still waiting");
         assert_eq!(p.deferred, 0);
+        assert_eq!(p.held_for_finishes, 2, "held back until their ends are counted");
         let p = plan(
             Decision {
                 uncounted_finishes: 5,
@@ -434,6 +439,7 @@ mod tests {
             GRACE,
         );
         assert_eq!((p.create, p.deferred), (0, 0), "never below nothing");
+        assert_eq!(p.held_for_finishes, 3, "no more than the decision lacks");
 
         // Jobs wait beyond the maximum: the count would stay the same without the finished jobs.
         let capped = Decision {
