@@ -42,7 +42,7 @@ pub struct Standing {
     /// yet recorded by the listener.
     pub uncounted_finishes: usize,
     /// The last decision this process carried out in full, if it did one since it started.
-    pub carried_out: Option<i64>,
+    pub carried_out: Option<CarriedOut>,
     /// Job ends the listener counted whose runners this process has not seen finish yet: that
     /// many busy runners are on their way out, whether or not the listener's record of the
     /// end has reached this process's cache.
@@ -51,27 +51,48 @@ pub struct Standing {
     pub finishes_expire_in: Option<Duration>,
 }
 
-/// A set's decision as last seen (sequence, since when, job ends) and the unpaired finishes
-/// and job ends.
+/// A decision carried out: its sequence and the runners it asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarriedOut {
+    /// `spec.patchSequence`.
+    pub sequence: i64,
+    /// `spec.replicas`.
+    pub replicas: i32,
+}
+
+impl CarriedOut {
+    /// Whether this is the decision with `sequence` and `replicas`. One sequence can be
+    /// written twice with different counts: a RunnerSet being deleted asks for no runners
+    /// under the sequence after the listener's last, and the listener, still stopping, may
+    /// write its own next decision under that same sequence.
+    pub fn is(&self, sequence: i64, replicas: i32) -> bool {
+        self.sequence == sequence && self.replicas == replicas
+    }
+}
+
+/// A set's decision as last seen (sequence, since when, job ends, the scale set it is for)
+/// and the unpaired finishes and job ends.
 #[derive(Debug)]
 struct Entry {
     sequence: i64,
     since: Instant,
     job_ends: i64,
+    scale_set_id: i64,
     finishes: VecDeque<Instant>,
     unpaired_ends: VecDeque<Instant>,
-    carried_out: Option<i64>,
+    carried_out: Option<CarriedOut>,
     /// Runners that existed when the set was first seen, and whether each one's finish paid
     /// off a job end.
     present_at_start: HashMap<String, bool>,
 }
 
 impl Entry {
-    fn new(sequence: i64, job_ends: i64, now: Instant, present: Vec<String>) -> Self {
+    fn new(seen: Seen, now: Instant, present: Vec<String>) -> Self {
         Self {
-            sequence,
+            sequence: seen.sequence,
             since: now,
-            job_ends,
+            job_ends: seen.job_ends,
+            scale_set_id: seen.scale_set_id,
             finishes: VecDeque::new(),
             unpaired_ends: VecDeque::new(),
             carried_out: None,
@@ -91,6 +112,26 @@ impl Entry {
     }
 }
 
+/// A set's decision as a reconcile reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// `spec.patchSequence`.
+    pub sequence: i64,
+    /// `spec.jobEnds`: the listener's sum of job ends counted.
+    pub job_ends: i64,
+    /// The scale set the set's runners register with now (its listener counts only its jobs).
+    pub scale_set_id: i64,
+}
+
+/// A runner that finished: its name and the scale set it was registered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished<'a> {
+    /// EphemeralRunner name.
+    pub name: &'a str,
+    /// Scale set ID it registered with.
+    pub scale_set_id: i64,
+}
+
 /// When each set's current decision was first seen, and which finishes it still counts.
 #[derive(Debug, Default)]
 pub struct DecisionClock {
@@ -104,24 +145,35 @@ impl DecisionClock {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Where decision `sequence` of the set `key`, carrying the listener's sum of
-    /// `job_ends`, stands at `now`; a new sequence starts its age afresh. `runners` names the
-    /// set's runners, asked for only when the set is first seen.
+    /// Where the decision `seen` of the set `key` stands at `now`; a new sequence starts its
+    /// age afresh. `runners` names the set's runners, asked for only when the set is first
+    /// seen.
     pub fn standing(
         &self,
         key: &str,
-        sequence: i64,
-        job_ends: i64,
+        seen: Seen,
         now: Instant,
         runners: impl FnOnce() -> Vec<String>,
     ) -> Standing {
-        let mut seen = self.lock();
-        let entry = seen
+        let Seen {
+            sequence,
+            job_ends,
+            scale_set_id,
+        } = seen;
+        let mut sets = self.lock();
+        let entry = sets
             .entry(key.to_owned())
-            .or_insert_with(|| Entry::new(sequence, job_ends, now, runners()));
+            .or_insert_with(|| Entry::new(seen, now, runners()));
         if entry.sequence != sequence {
             entry.sequence = sequence;
             entry.since = now;
+        }
+        // The scale set was registered again: the new one's listener never counts the jobs
+        // of runners registered with the old one, and the old one's ends are past pairing.
+        if entry.scale_set_id != scale_set_id {
+            entry.scale_set_id = scale_set_id;
+            entry.finishes.clear();
+            entry.unpaired_ends.clear();
         }
         entry.expire(now);
         // A smaller sum means the set's spec was written anew; nothing to pair from it.
@@ -149,10 +201,14 @@ impl DecisionClock {
 
     /// Notes that `runner` of the set `key` finished a job and was removed at `now`: decisions
     /// count the job until the listener reports its end.
-    pub fn runner_finished(&self, key: &str, runner: &str, now: Instant) {
+    pub fn runner_finished(&self, key: &str, runner: Finished<'_>, now: Instant) {
         if let Some(entry) = self.lock().get_mut(key) {
             entry.expire(now);
-            if let Some(paid) = entry.present_at_start.get_mut(runner) {
+            // Registered with a scale set since replaced: no listener counts its job now.
+            if runner.scale_set_id != entry.scale_set_id {
+                return;
+            }
+            if let Some(paid) = entry.present_at_start.get_mut(runner.name) {
                 *paid = *paid || entry.unpaired_ends.pop_front().is_some();
                 return;
             }
@@ -166,17 +222,20 @@ impl DecisionClock {
     /// Notes that decision `sequence` of the set `key` was carried out in full. The set's
     /// status records it too, but a reconcile right after may read the set from a cache that
     /// does not show that write yet, and would carry the decision out twice.
-    pub fn carried_out(&self, key: &str, sequence: i64) {
+    pub fn carried_out(&self, key: &str, decision: CarriedOut) {
         if let Some(entry) = self.lock().get_mut(key) {
-            entry.carried_out = Some(sequence);
+            entry.carried_out = Some(decision);
         }
     }
 
     /// Takes back a finish noted for the set `key` whose runner could not be removed after
     /// all (it is retried, and noted again then).
-    pub fn runner_finish_undone(&self, key: &str, runner: &str, now: Instant) {
+    pub fn runner_finish_undone(&self, key: &str, runner: Finished<'_>, now: Instant) {
         if let Some(entry) = self.lock().get_mut(key) {
-            if let Some(paid) = entry.present_at_start.get_mut(runner) {
+            if runner.scale_set_id != entry.scale_set_id {
+                return;
+            }
+            if let Some(paid) = entry.present_at_start.get_mut(runner.name) {
                 if std::mem::take(paid) && entry.unpaired_ends.len() < MAX_UNPAIRED {
                     entry.unpaired_ends.push_back(now);
                 }
@@ -204,13 +263,35 @@ const MAX_UNPAIRED: usize = 100_000;
 mod tests {
     use super::*;
 
+    const SCALE_SET: i64 = 7;
+
+    fn seen(sequence: i64, job_ends: i64) -> Seen {
+        Seen {
+            sequence,
+            job_ends,
+            scale_set_id: SCALE_SET,
+        }
+    }
+
+    fn ran(name: &str) -> Finished<'_> {
+        Finished {
+            name,
+            scale_set_id: SCALE_SET,
+        }
+    }
+
     #[test]
     fn a_decision_ages_until_a_new_one_comes() {
         let clock = DecisionClock::default();
         let start = Instant::now();
         let age = |sequence, secs| {
             clock
-                .standing("ns/ci", sequence, 0, start + Duration::from_secs(secs), Vec::new)
+                .standing(
+                    "ns/ci",
+                    seen(sequence, 0),
+                    start + Duration::from_secs(secs),
+                    Vec::new,
+                )
                 .age
         };
         assert_eq!(age(3, 0), Duration::ZERO);
@@ -227,18 +308,18 @@ mod tests {
         let t = Instant::now();
         let uncounted = |sequence, job_ends| {
             clock
-                .standing("ns/ci", sequence, job_ends, t, Vec::new)
+                .standing("ns/ci", seen(sequence, job_ends), t, Vec::new)
                 .uncounted_finishes
         };
-        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finished("ns/ci", ran("r"), t);
         assert_eq!(
             uncounted(3, 10),
             0,
             "nothing to count against before a decision is seen"
         );
-        clock.runner_finished("ns/ci", "r", t);
-        clock.runner_finished("ns/ci", "r", t);
-        clock.runner_finished("ns/other", "r", t);
+        clock.runner_finished("ns/ci", ran("r"), t);
+        clock.runner_finished("ns/ci", ran("r"), t);
+        clock.runner_finished("ns/other", ran("r"), t);
         assert_eq!(uncounted(3, 10), 2);
         assert_eq!(
             uncounted(4, 10),
@@ -254,11 +335,16 @@ mod tests {
     fn an_end_counted_before_its_runner_went_pays_off_its_finish() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        assert_eq!(clock.standing("ns/ci", 1, 0, t, Vec::new).uncounted_finishes, 0);
-        let ended = clock.standing("ns/ci", 2, 1, t, Vec::new);
+        assert_eq!(
+            clock
+                .standing("ns/ci", seen(1, 0), t, Vec::new)
+                .uncounted_finishes,
+            0
+        );
+        let ended = clock.standing("ns/ci", seen(2, 1), t, Vec::new);
         assert_eq!((ended.uncounted_finishes, ended.unfinished_ends), (0, 1));
-        clock.runner_finished("ns/ci", "r", t);
-        let gone = clock.standing("ns/ci", 2, 1, t, Vec::new);
+        clock.runner_finished("ns/ci", ran("r"), t);
+        let gone = clock.standing("ns/ci", seen(2, 1), t, Vec::new);
         assert_eq!((gone.uncounted_finishes, gone.unfinished_ends), (0, 0));
     }
 
@@ -266,12 +352,26 @@ mod tests {
     fn the_decision_carried_out_is_remembered_until_the_set_is_forgotten() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        assert_eq!(clock.standing("ns/ci", 3, 0, t, Vec::new).carried_out, None);
-        clock.carried_out("ns/ci", 3);
-        assert_eq!(clock.standing("ns/ci", 4, 0, t, Vec::new).carried_out, Some(3));
-        assert_eq!(clock.standing("ns/other", 4, 0, t, Vec::new).carried_out, None);
+        assert_eq!(clock.standing("ns/ci", seen(3, 0), t, Vec::new).carried_out, None);
+        let done = CarriedOut {
+            sequence: 3,
+            replicas: 2,
+        };
+        clock.carried_out("ns/ci", done);
+        let carried = clock.standing("ns/ci", seen(4, 0), t, Vec::new).carried_out;
+        assert_eq!(carried, Some(done));
+        assert!(carried.unwrap().is(3, 2));
+        assert!(
+            !carried.unwrap().is(3, 0),
+            "the same sequence asking for another count"
+        );
+        assert!(!carried.unwrap().is(4, 2));
+        assert_eq!(
+            clock.standing("ns/other", seen(4, 0), t, Vec::new).carried_out,
+            None
+        );
         clock.forget("ns/ci");
-        assert_eq!(clock.standing("ns/ci", 4, 0, t, Vec::new).carried_out, None);
+        assert_eq!(clock.standing("ns/ci", seen(4, 0), t, Vec::new).carried_out, None);
     }
 
     #[test]
@@ -279,17 +379,17 @@ mod tests {
         let clock = DecisionClock::default();
         let t = Instant::now();
         let standing = |job_ends| {
-            let s = clock.standing("ns/ci", 1, job_ends, t, Vec::new);
+            let s = clock.standing("ns/ci", seen(1, job_ends), t, Vec::new);
             (s.uncounted_finishes, s.unfinished_ends)
         };
         assert_eq!(standing(0), (0, 0));
-        clock.runner_finished("ns/ci", "r", t);
-        clock.runner_finish_undone("ns/ci", "r", t);
+        clock.runner_finished("ns/ci", ran("r"), t);
+        clock.runner_finish_undone("ns/ci", ran("r"), t);
         assert_eq!(standing(0), (0, 0), "a waiting finish");
         assert_eq!(standing(1), (0, 1));
-        clock.runner_finished("ns/ci", "r", t);
+        clock.runner_finished("ns/ci", ran("r"), t);
         assert_eq!(standing(1), (0, 0));
-        clock.runner_finish_undone("ns/ci", "r", t);
+        clock.runner_finish_undone("ns/ci", ran("r"), t);
         assert_eq!(standing(1), (0, 1), "a finish that paid off an end");
     }
 
@@ -297,19 +397,21 @@ mod tests {
     fn unpaired_finishes_and_ends_are_dropped_after_the_window() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        clock.standing("ns/ci", 1, 0, t, Vec::new);
-        clock.runner_finished("ns/ci", "r", t);
+        clock.standing("ns/ci", seen(1, 0), t, Vec::new);
+        clock.runner_finished("ns/ci", ran("r"), t);
         let later = t + PAIRING_WINDOW;
         assert_eq!(
-            clock.standing("ns/ci", 1, 0, later, Vec::new).uncounted_finishes,
+            clock
+                .standing("ns/ci", seen(1, 0), later, Vec::new)
+                .uncounted_finishes,
             0,
             "a finish whose end never came holds a runner back no longer"
         );
-        clock.standing("ns/ci", 2, 1, later, Vec::new);
-        clock.runner_finished("ns/ci", "r", later + PAIRING_WINDOW);
+        clock.standing("ns/ci", seen(2, 1), later, Vec::new);
+        clock.runner_finished("ns/ci", ran("r"), later + PAIRING_WINDOW);
         assert_eq!(
             clock
-                .standing("ns/ci", 2, 1, later + PAIRING_WINDOW, Vec::new)
+                .standing("ns/ci", seen(2, 1), later + PAIRING_WINDOW, Vec::new)
                 .uncounted_finishes,
             1,
             "an old unpaired end does not pay off a new finish"
@@ -320,10 +422,20 @@ mod tests {
     fn a_smaller_sum_starts_the_pairing_over() {
         let clock = DecisionClock::default();
         let t = Instant::now();
-        clock.standing("ns/ci", 9, 40, t, Vec::new);
-        clock.runner_finished("ns/ci", "r", t);
-        assert_eq!(clock.standing("ns/ci", 1, 0, t, Vec::new).uncounted_finishes, 1);
-        assert_eq!(clock.standing("ns/ci", 2, 1, t, Vec::new).uncounted_finishes, 0);
+        clock.standing("ns/ci", seen(9, 40), t, Vec::new);
+        clock.runner_finished("ns/ci", ran("r"), t);
+        assert_eq!(
+            clock
+                .standing("ns/ci", seen(1, 0), t, Vec::new)
+                .uncounted_finishes,
+            1
+        );
+        assert_eq!(
+            clock
+                .standing("ns/ci", seen(2, 1), t, Vec::new)
+                .uncounted_finishes,
+            0
+        );
     }
 
     #[test]
@@ -333,25 +445,42 @@ mod tests {
         let clock = DecisionClock::default();
         let t = Instant::now();
         let present = || vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        assert_eq!(clock.standing("ns/ci", 7, 10, t, present).uncounted_finishes, 0);
-        clock.runner_finished("ns/ci", "a", t);
-        clock.runner_finished("ns/ci", "b", t);
-        clock.runner_finish_undone("ns/ci", "b", t);
-        let s = clock.standing("ns/ci", 7, 10, t, || unreachable!("asked once"));
+        assert_eq!(
+            clock
+                .standing("ns/ci", seen(7, 10), t, present)
+                .uncounted_finishes,
+            0
+        );
+        clock.runner_finished("ns/ci", ran("a"), t);
+        clock.runner_finished("ns/ci", ran("b"), t);
+        clock.runner_finish_undone("ns/ci", ran("b"), t);
+        let s = clock.standing("ns/ci", seen(7, 10), t, || unreachable!("asked once"));
         assert_eq!((s.uncounted_finishes, s.unfinished_ends), (0, 0));
 
         // An end counted after the start is paid off by a present runner's finish, and owed
         // again if that finish is taken back.
-        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 1);
-        clock.runner_finished("ns/ci", "c", t);
-        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 0);
-        clock.runner_finish_undone("ns/ci", "c", t);
-        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 1);
-        clock.runner_finished("ns/ci", "c", t);
-        assert_eq!(clock.standing("ns/ci", 8, 11, t, Vec::new).unfinished_ends, 0);
+        assert_eq!(
+            clock.standing("ns/ci", seen(8, 11), t, Vec::new).unfinished_ends,
+            1
+        );
+        clock.runner_finished("ns/ci", ran("c"), t);
+        assert_eq!(
+            clock.standing("ns/ci", seen(8, 11), t, Vec::new).unfinished_ends,
+            0
+        );
+        clock.runner_finish_undone("ns/ci", ran("c"), t);
+        assert_eq!(
+            clock.standing("ns/ci", seen(8, 11), t, Vec::new).unfinished_ends,
+            1
+        );
+        clock.runner_finished("ns/ci", ran("c"), t);
+        assert_eq!(
+            clock.standing("ns/ci", seen(8, 11), t, Vec::new).unfinished_ends,
+            0
+        );
 
-        clock.runner_finished("ns/ci", "d", t);
-        let s = clock.standing("ns/ci", 9, 11, t, Vec::new);
+        clock.runner_finished("ns/ci", ran("d"), t);
+        let s = clock.standing("ns/ci", seen(9, 11), t, Vec::new);
         assert_eq!(s.uncounted_finishes, 1, "a runner made later waits for its end");
         assert_eq!(s.finishes_expire_in, Some(PAIRING_WINDOW));
     }
@@ -361,20 +490,53 @@ mod tests {
         let clock = DecisionClock::default();
         let t = Instant::now();
         assert_eq!(
-            clock.standing("ns/ci", 1, 0, t, Vec::new).finishes_expire_in,
+            clock
+                .standing("ns/ci", seen(1, 0), t, Vec::new)
+                .finishes_expire_in,
             None
         );
-        clock.runner_finished("ns/ci", "r", t);
-        clock.runner_finished("ns/ci", "s", t + Duration::from_secs(5));
+        clock.runner_finished("ns/ci", ran("r"), t);
+        clock.runner_finished("ns/ci", ran("s"), t + Duration::from_secs(5));
         let later = t + Duration::from_secs(10);
         assert_eq!(
-            clock.standing("ns/ci", 1, 0, later, Vec::new).finishes_expire_in,
+            clock
+                .standing("ns/ci", seen(1, 0), later, Vec::new)
+                .finishes_expire_in,
             Some(PAIRING_WINDOW - Duration::from_secs(10))
         );
         assert_eq!(
-            clock.standing("ns/ci", 1, 1, later, Vec::new).finishes_expire_in,
+            clock
+                .standing("ns/ci", seen(1, 1), later, Vec::new)
+                .finishes_expire_in,
             Some(PAIRING_WINDOW - Duration::from_secs(5)),
             "the paired finish no longer counts"
         );
+    }
+
+    #[test]
+    fn runners_of_a_replaced_scale_set_are_not_paired() {
+        // The scale set was deleted on GitHub and registered again under a new ID: its new
+        // listener never counts the jobs of runners registered with the old one.
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        clock.standing("ns/ci", seen(1, 4), t, Vec::new);
+        clock.runner_finished("ns/ci", ran("a"), t);
+        let again = Seen {
+            sequence: 2,
+            job_ends: 4,
+            scale_set_id: SCALE_SET + 1,
+        };
+        let s = clock.standing("ns/ci", again, t, Vec::new);
+        assert_eq!(s.uncounted_finishes, 0, "the old one's finish waits no more");
+        clock.runner_finished("ns/ci", ran("b"), t);
+        clock.runner_finish_undone("ns/ci", ran("b"), t);
+        let s = clock.standing("ns/ci", again, t, Vec::new);
+        assert_eq!((s.uncounted_finishes, s.unfinished_ends), (0, 0));
+        let new = Finished {
+            name: "c",
+            scale_set_id: SCALE_SET + 1,
+        };
+        clock.runner_finished("ns/ci", new, t);
+        assert_eq!(clock.standing("ns/ci", again, t, Vec::new).uncounted_finishes, 1);
     }
 }

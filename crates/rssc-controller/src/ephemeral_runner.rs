@@ -34,6 +34,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::{
     conditions::{self, Status, Update},
     context::Context,
+    decision_clock::Finished,
     metrics::ScaleSetLabels,
     problem::Problem,
     reconcile::{Error, already_exists, finalized, timed},
@@ -639,8 +640,12 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     // `decision_clock`). Noted before the deletion: the set's reconcile that the deletion's
     // watch event starts must not find the runner gone and its finish not yet noted, or it
     // makes a runner too many.
+    let finished = Finished {
+        name: &name,
+        scale_set_id: runner.spec.runner_config.scale_set_id,
+    };
     if let Some(key) = &set_key {
-        ctx.decisions.runner_finished(key, &name, Instant::now());
+        ctx.decisions.runner_finished(key, finished, Instant::now());
     }
     // This reconcile finishes the runner off; its deletion's event needs no reconcile of its own.
     let uid = runner.uid().unwrap_or_default();
@@ -655,7 +660,7 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
         Err(e) => {
             if let Some(key) = &set_key {
-                ctx.decisions.runner_finish_undone(key, &name, Instant::now());
+                ctx.decisions.runner_finish_undone(key, finished, Instant::now());
             }
             ctx.self_removed.forget(&uid);
             return Err(e.into());

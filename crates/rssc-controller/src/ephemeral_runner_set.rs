@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::{
     context::Context,
+    decision_clock::{CarriedOut, Seen},
     ephemeral_runner::registered_id,
     metrics::ScaleSetLabels,
     reconcile::{Error, timed},
@@ -121,23 +122,27 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let by_name: BTreeMap<String, &EphemeralRunner> = runners.iter().map(|r| (r.name_any(), r)).collect();
     let views: Vec<RunnerView> = runners.iter().map(view).collect();
     let decision_key = format!("{namespace}/{}", set.name_any());
-    let standing = ctx.decisions.standing(
-        &decision_key,
-        set.spec.patch_sequence,
-        set.spec.job_ends,
-        Instant::now(),
-        || by_name.keys().cloned().collect(),
-    );
+    let seen = Seen {
+        sequence: set.spec.patch_sequence,
+        job_ends: set.spec.job_ends,
+        scale_set_id: set.spec.runner_config.scale_set_id,
+    };
+    let standing = ctx.decisions.standing(&decision_key, seen, Instant::now(), || {
+        by_name.keys().cloned().collect()
+    });
     let decision_age = standing.age;
     // What this process carried out last, else what the status says (after a restart).
-    let observed = standing
-        .carried_out
-        .unwrap_or_else(|| set.status.as_ref().map_or(0, |s| s.observed_patch_sequence));
+    let status_observed = set.status.as_ref().map_or(0, |s| s.observed_patch_sequence);
+    let observed = standing.carried_out.map_or(status_observed, |done| done.sequence);
+    let acted_on = match standing.carried_out {
+        Some(done) => done.is(set.spec.patch_sequence, set.spec.replicas),
+        None => status_observed == set.spec.patch_sequence,
+    };
     let decision = Decision {
         replicas: usize::try_from(set.spec.replicas.max(0)).unwrap_or(0),
         beyond_max: usize::try_from(set.spec.beyond_max.max(0)).unwrap_or(0),
         sequence: set.spec.patch_sequence,
-        observed_sequence: observed,
+        acted_on,
         settled: decision_age >= DECISION_SETTLE,
         uncounted_finishes: standing.uncounted_finishes,
         unfinished_ends: standing.unfinished_ends,
@@ -221,7 +226,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
     let satisfied = all_created && removed >= plan.scale_down && plan.waiting_for_finishing == 0;
     let observed_sequence = if satisfied { decision.sequence } else { observed };
     if satisfied {
-        ctx.decisions.carried_out(&decision_key, decision.sequence);
+        let done = CarriedOut {
+            sequence: decision.sequence,
+            replicas: set.spec.replicas,
+        };
+        ctx.decisions.carried_out(&decision_key, done);
     }
     let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let known = set.status.clone().unwrap_or_default();

@@ -7,7 +7,8 @@
 //! - Failed runners are deleted and replaced, so they never hold capacity.
 //! - Idle and pending runners made from an older template, or registered with a scale set that
 //!   has since been registered again under a new ID, are replaced; busy ones finish first.
-//! - Only a new listener decision (a `patchSequence` the controller has not acted on) can add
+//! - Only a new listener decision (a `patchSequence` and `replicas` the controller has not acted
+//!   on; see [`crate::decision_clock::CarriedOut`]) can add
 //!   runners beyond replacements or remove runners. Acting twice on one decision is what made
 //!   ARC over-scale when runners finished before the listener's next patch. Once a decision has
 //!   stood for [`DECISION_SETTLE`], though, the listener has had time to count finished jobs,
@@ -84,8 +85,8 @@ pub struct Decision {
     pub beyond_max: usize,
     /// Sequence of this decision.
     pub sequence: i64,
-    /// Sequence the controller last finished acting on.
-    pub observed_sequence: i64,
+    /// The controller carried this decision out already.
+    pub acted_on: bool,
     /// The decision has stood for [`DECISION_SETTLE`].
     pub settled: bool,
     /// Runners that finished a job the decision still counts, gone before the listener
@@ -99,7 +100,7 @@ pub struct Decision {
 impl Decision {
     /// Whether the controller has not acted on this decision yet.
     pub fn is_new(&self) -> bool {
-        self.sequence != self.observed_sequence
+        !self.acted_on
     }
 }
 
@@ -296,7 +297,7 @@ mod tests {
             replicas,
             beyond_max: 0,
             sequence: 2,
-            observed_sequence: 1,
+            acted_on: false,
             settled: false,
             uncounted_finishes: 0,
             unfinished_ends: 0,
@@ -308,7 +309,7 @@ mod tests {
             replicas,
             beyond_max: 0,
             sequence: 2,
-            observed_sequence: 2,
+            acted_on: true,
             settled: false,
             uncounted_finishes: 0,
             unfinished_ends: 0,

@@ -281,6 +281,45 @@ fn template_hash(runner: &EphemeralRunner) -> String {
         .unwrap_or_default()
 }
 
+/// A RunnerSet being deleted asks for no runners under the sequence after the listener's last,
+/// and the listener, still stopping, may write its own last decision under that same sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_written_again_with_another_count_is_a_new_decision() {
+    let t = Target::new("rewritten-sequence").await;
+    let (fake, ca) = github().await;
+    let settings = Settings {
+        pending_grace: Duration::ZERO,
+        ..support::settings()
+    };
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    let _controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    support::create_runner_set(&t, &asss, 0).await;
+
+    decide(&t, 2, 4).await;
+    eventually("two runners for decision 4", || async {
+        runners(&t).await.len() == 2 && observed(&t).await == 4
+    })
+    .await;
+    decide(&t, 0, 4).await;
+    eventually("decision 4 asking for none removes both", || async {
+        runners(&t).await.is_empty()
+    })
+    .await;
+    decide(&t, 1, 4).await;
+    eventually("and asking for one again makes one", || async {
+        runners(&t).await.len() == 1
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_template_replaces_idle_and_pending_runners_while_busy_ones_finish_their_job() {
     let t = Target::new("rollout").await;
