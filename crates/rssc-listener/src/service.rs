@@ -4,7 +4,8 @@
 //! For each message: acquire the jobs offered, record jobs that runners started (the busy mark
 //! that protects them from scale-down), decide and write the replica count, then acknowledge
 //! the message and write the cursor. Acknowledging last means a crash before the ack replays
-//! the message, and every step above is idempotent, so nothing is lost or counted twice.
+//! the message, so nothing is lost. Every step is idempotent but the job-end count: a crash
+//! between the decision and the ack counts that message's ends twice (see docs/listener.md).
 //!
 //! Errors never end the process: transient ones back off and retry; an evicted session is
 //! created again; a session held by someone else (usually a predecessor that died) backs off

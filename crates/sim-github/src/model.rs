@@ -199,6 +199,10 @@ pub struct ScaleSet {
     pub disable_update: bool,
     created_on: SystemTime,
     outbox: VecDeque<JobMessageJson>,
+    /// Messages delivered but not acknowledged. They belong to the scale set's queue, not to
+    /// the session that read them: a listener that died holding one gets it again through its
+    /// successor's session.
+    unacked: BTreeMap<i64, MessageJson>,
 }
 
 /// A message session.
@@ -214,7 +218,6 @@ pub struct Session {
     pub max_capacity: Option<u32>,
     token: String,
     token_expiry: Instant,
-    unacked: BTreeMap<i64, MessageJson>,
 }
 
 /// One HTTP call as the fake saw it.
@@ -602,6 +605,7 @@ impl State {
             disable_update: req.runner_setting.map(|r| r.disable_update).unwrap_or(false),
             created_on: SystemTime::now(),
             outbox: VecDeque::new(),
+            unacked: BTreeMap::new(),
         };
         let json = self.scale_set_json(&ss);
         self.scale_sets.insert(id, ss);
@@ -695,7 +699,6 @@ impl State {
             max_capacity: None,
             token,
             token_expiry: Instant::now() + self.cfg.message_queue_token_ttl,
-            unacked: BTreeMap::new(),
         };
         self.sessions.insert(id.clone(), session);
         Ok(self.session_json(&id))
@@ -772,7 +775,8 @@ impl State {
         Ok(s.id.clone())
     }
 
-    /// A message for the session, if one is ready (redelivering unacked ones first).
+    /// A message for the session, if one is ready (redelivering unacked ones first, whichever
+    /// session they were first delivered to).
     pub(crate) fn next_message(
         &mut self,
         session_id: &str,
@@ -780,19 +784,19 @@ impl State {
         max_capacity: Option<u32>,
     ) -> Option<MessageJson> {
         let max_jobs = self.cfg.max_jobs_per_message;
-        let ss_id = self.sessions.get(session_id)?.scale_set_id;
-        let stats = self.statistics(ss_id);
         let s = self.sessions.get_mut(session_id)?;
         if max_capacity.is_some() {
             s.max_capacity = max_capacity;
         }
-        s.unacked.retain(|id, _| *id > last_message_id);
-        if let Some((_, m)) = s.unacked.iter().next() {
+        let ss_id = s.scale_set_id;
+        let stats = self.statistics(ss_id);
+        let ss = self.scale_sets.get_mut(&ss_id)?;
+        ss.unacked.retain(|id, _| *id > last_message_id);
+        if let Some((_, m)) = ss.unacked.iter().next() {
             let mut m = m.clone();
             m.statistics = stats;
             return Some(m);
         }
-        let ss = self.scale_sets.get_mut(&ss_id)?;
         if ss.outbox.is_empty() {
             return None;
         }
@@ -806,16 +810,19 @@ impl State {
             body: serde_json::to_string(&batch).unwrap_or_else(|_| "[]".into()),
             statistics: stats,
         };
-        self.sessions.get_mut(session_id)?.unacked.insert(id, m.clone());
+        ss.unacked.insert(id, m.clone());
         Some(m)
     }
 
     pub(crate) fn ack_message(&mut self, session_id: &str, message_id: i64) -> Result<(), ApiError> {
-        let s = self
+        let ss_id = self
             .sessions
-            .get_mut(session_id)
-            .ok_or_else(|| ApiError::not_found("session not found"))?;
-        s.unacked.remove(&message_id);
+            .get(session_id)
+            .ok_or_else(|| ApiError::not_found("session not found"))?
+            .scale_set_id;
+        if let Some(ss) = self.scale_sets.get_mut(&ss_id) {
+            ss.unacked.remove(&message_id);
+        }
         Ok(())
     }
 
@@ -1385,6 +1392,24 @@ mod tests {
                 .len(),
             10
         );
+    }
+
+    #[test]
+    fn a_message_left_unacked_by_a_closed_session_goes_to_the_next_one() {
+        let mut s = state();
+        let ss = make_set(&mut s, "set", &[]);
+        s.queue_job(JobSpec::for_labels(["set"]));
+        let first = s.create_session(ss, "a".into()).unwrap().session_id;
+        let m = s.next_message(&first, 0, None).unwrap();
+        s.delete_session(ss, &first).unwrap();
+        let second = s.create_session(ss, "b".into()).unwrap().session_id;
+        assert_eq!(s.next_message(&second, 0, None).unwrap().body, m.body);
+        s.evict_sessions(Some(ss));
+        let third = s.create_session(ss, "c".into()).unwrap().session_id;
+        let again = s.next_message(&third, 0, None).unwrap();
+        assert_eq!(again.message_id, m.message_id);
+        s.ack_message(&third, again.message_id).unwrap();
+        assert!(s.next_message(&third, 0, None).is_none(), "acked: gone for good");
     }
 
     #[test]
