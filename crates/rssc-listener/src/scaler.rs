@@ -10,6 +10,13 @@
 //! the count does not change), and again after a heartbeat interval even if nothing happened, so
 //! a lost or overwritten patch heals on its own. Every written decision carries a new sequence
 //! number, which the controller uses to act on each decision once.
+//!
+//! Decisions that ask for more runners than the job ends alone leave, or that concern jobs
+//! waiting beyond `maxRunners`, are written at once. The rest only lower the count or report
+//! job ends while nothing waits: those follow the last write by at least [`Decider`]'s pace,
+//! merged into one. Nothing waits on them (finished runners remove themselves, and the
+//! controller holds back the runners of job ends not yet reported), and as jobs end one by
+//! one in a burst they were most of the listener's writes.
 
 use std::time::{Duration, Instant};
 
@@ -59,43 +66,76 @@ pub struct Decision {
 #[derive(Clone, Debug)]
 pub struct Decider {
     heartbeat: Duration,
+    pace: Duration,
     sequence: i64,
-    last: Option<(i32, i32, Instant)>,
+    last: Option<Written>,
+    /// Ends on runners counted since the last write.
+    ends_since_write: i64,
+    /// Jobs ended (on runners or not) since the last write.
     jobs_ended_since_write: bool,
+    /// A change waits for the pace: [`Decider::held_until`] tells when it is due.
+    holding: bool,
     job_ends: i64,
+}
+
+/// The decision last written, and when.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    replicas: i32,
+    beyond_max: i32,
+    at: Instant,
 }
 
 impl Decider {
     /// Starts after the last sequence and job ends written (read back from the
-    /// EphemeralRunnerSet, so a restarted listener keeps counting up).
-    pub fn new(heartbeat: Duration, last_sequence: i64, job_ends: i64) -> Self {
+    /// EphemeralRunnerSet, so a restarted listener keeps counting up); decisions that can wait
+    /// follow the last write by at least `pace`.
+    pub fn new(heartbeat: Duration, pace: Duration, last_sequence: i64, job_ends: i64) -> Self {
         Self {
             heartbeat,
+            pace,
             sequence: last_sequence,
             last: None,
+            ends_since_write: 0,
             jobs_ended_since_write: false,
+            holding: false,
             job_ends,
         }
     }
 
     /// The decision to write for `desired` runners, `beyond_max` more left out by the
-    /// maximum, at `now`, if one is due.
+    /// maximum, at `now`, if one is due now.
     pub fn decide(&mut self, desired: i32, beyond_max: i32, now: Instant) -> Option<Decision> {
-        let due = match self.last {
-            None => true,
-            Some((last, last_beyond, at)) => {
-                last != desired
-                    || last_beyond != beyond_max
-                    || self.jobs_ended_since_write
-                    || now.saturating_duration_since(at) >= self.heartbeat
-            }
-        };
-        due.then(|| Decision {
+        self.holding = false;
+        let decision = Decision {
             replicas: desired,
             beyond_max,
             sequence: self.sequence + 1,
             job_ends: self.job_ends,
-        })
+        };
+        let Some(last) = self.last else {
+            return Some(decision);
+        };
+        let since = now.saturating_duration_since(last.at);
+        let changed =
+            last.replicas != desired || last.beyond_max != beyond_max || self.jobs_ended_since_write;
+        if !changed {
+            return (since >= self.heartbeat).then_some(decision);
+        }
+        // More runners than the counted ends leave means new jobs: their runners are made now.
+        let left_by_ends = i64::from(last.replicas).saturating_sub(self.ends_since_write);
+        let can_wait = i64::from(desired) <= left_by_ends && beyond_max == 0 && last.beyond_max == 0;
+        if can_wait && since < self.pace {
+            self.holding = true;
+            return None;
+        }
+        Some(decision)
+    }
+
+    /// When a change [`Decider::decide`] held back for the pace becomes due, if it did.
+    pub fn held_until(&self) -> Option<Instant> {
+        let last = self.last.filter(|_| self.holding)?;
+        Some(last.at + self.pace)
     }
 
     /// Jobs ended, `on_runners` of them on the set's runners (the rest were canceled before a
@@ -104,29 +144,37 @@ impl Decider {
     /// ends on runners, which the controller pairs with the runners it saw finish to tell
     /// whether a decision still counts their jobs.
     pub fn jobs_ended(&mut self, on_runners: usize) {
-        self.job_ends = self
-            .job_ends
-            .saturating_add(i64::try_from(on_runners).unwrap_or(i64::MAX));
+        let ended = i64::try_from(on_runners).unwrap_or(i64::MAX);
+        self.job_ends = self.job_ends.saturating_add(ended);
+        self.ends_since_write = self.ends_since_write.saturating_add(ended);
         self.jobs_ended_since_write = true;
     }
 
     /// The replica count last written, if any.
     pub fn last_replicas(&self) -> Option<i32> {
-        self.last.map(|(replicas, _, _)| replicas)
+        self.last.map(|w| w.replicas)
     }
 
     /// Records that `decision` was written at `now`. Call only after the patch succeeded, so
     /// a failed patch is retried at the next decision.
     pub fn written(&mut self, decision: Decision, now: Instant) {
         self.sequence = decision.sequence;
-        self.last = Some((decision.replicas, decision.beyond_max, now));
+        self.last = Some(Written {
+            replicas: decision.replicas,
+            beyond_max: decision.beyond_max,
+            at: now,
+        });
+        self.ends_since_write = 0;
         self.jobs_ended_since_write = false;
+        self.holding = false;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PACE: Duration = Duration::from_secs(1);
 
     const LIMITS: Limits = Limits {
         min_runners: 2,
@@ -187,7 +235,7 @@ mod tests {
     #[test]
     fn more_jobs_beyond_the_maximum_make_a_decision() {
         let t0 = Instant::now();
-        let mut decider = Decider::new(Duration::from_secs(60), 0, 0);
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
         let d = decider.decide(10, 0, t0).unwrap();
         decider.written(d, t0);
         let d = decider
@@ -199,7 +247,7 @@ mod tests {
     #[test]
     fn writes_on_change_and_on_heartbeat_only() {
         let t0 = Instant::now();
-        let mut decider = Decider::new(Duration::from_secs(60), 41, 0);
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 41, 0);
         let first = decider
             .decide(3, 0, t0)
             .expect("the first decision is always written");
@@ -232,23 +280,71 @@ mod tests {
     }
 
     #[test]
-    fn finished_runners_make_the_same_count_a_new_decision() {
+    fn finished_runners_make_the_same_count_a_new_decision_while_jobs_wait() {
         let t0 = Instant::now();
-        let mut decider = Decider::new(Duration::from_secs(60), 0, 0);
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
+        let d = decider.decide(10, 4, t0).unwrap();
+        decider.written(d, t0);
+        assert_eq!(decider.decide(10, 4, t0), None);
+        decider.jobs_ended(2);
+        let again = decider
+            .decide(10, 3, t0)
+            .expect("at once: the controller replaces the finished runners");
+        assert_eq!((again.sequence, again.job_ends), (2, 2));
+        decider.written(again, t0);
+        assert_eq!(decider.decide(10, 3, t0), None, "once");
+        assert_eq!(decider.held_until(), None);
+    }
+
+    #[test]
+    fn lower_counts_and_job_ends_while_nothing_waits_follow_the_pace_merged() {
+        let t0 = Instant::now();
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
         let d = decider.decide(10, 0, t0).unwrap();
         decider.written(d, t0);
-        assert_eq!(decider.decide(10, 0, t0), None);
-        decider.jobs_ended(0);
-        let again = decider.decide(10, 0, t0).expect("due after jobs ended");
-        assert_eq!(again.sequence, 2);
-        decider.written(again, t0);
-        assert_eq!(decider.decide(10, 0, t0), None, "once");
+        let soon = t0 + Duration::from_millis(200);
+        decider.jobs_ended(1);
+        assert_eq!(decider.decide(9, 0, soon), None);
+        assert_eq!(decider.held_until(), Some(t0 + PACE));
+        decider.jobs_ended(2);
+        assert_eq!(decider.decide(7, 0, soon), None);
+        let due = decider.decide(7, 0, t0 + PACE).expect("due after the pace");
+        assert_eq!((due.replicas, due.sequence, due.job_ends), (7, 2, 3));
+        decider.written(due, t0 + PACE);
+        assert_eq!(decider.held_until(), None);
+
+        // Back to what was written before the pace ran out: nothing to write.
+        let later = t0 + PACE + Duration::from_millis(100);
+        assert_eq!(decider.decide(6, 0, later), None);
+        assert!(decider.held_until().is_some());
+        assert_eq!(decider.decide(7, 0, later), None);
+        assert_eq!(decider.held_until(), None);
+    }
+
+    #[test]
+    fn new_jobs_are_written_at_once_even_among_job_ends() {
+        let t0 = Instant::now();
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
+        let d = decider.decide(5, 0, t0).unwrap();
+        decider.written(d, t0);
+        // Two jobs ended and one new job came: 4 runners, one more than the ends leave.
+        decider.jobs_ended(2);
+        let d = decider.decide(4, 0, t0).expect("a runner for the new job");
+        assert_eq!((d.replicas, d.job_ends), (4, 2));
+        decider.written(d, t0);
+        assert!(decider.decide(6, 0, t0).is_some(), "more runners");
+        let d = decider.decide(5, 1, t0).expect("jobs wait beyond the maximum");
+        decider.written(d, t0);
+        assert!(
+            decider.decide(5, 0, t0).is_some(),
+            "no more jobs wait beyond the maximum"
+        );
     }
 
     #[test]
     fn job_ends_add_up_across_decisions_and_restarts() {
         let t0 = Instant::now();
-        let mut decider = Decider::new(Duration::from_secs(60), 7, 40);
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 7, 40);
         let d = decider.decide(10, 0, t0).unwrap();
         assert_eq!(d.job_ends, 40, "a restarted listener goes on from the stored sum");
         decider.written(d, t0);
@@ -266,7 +362,7 @@ mod tests {
     #[test]
     fn a_failed_write_is_tried_again() {
         let t0 = Instant::now();
-        let mut decider = Decider::new(Duration::from_secs(60), 0, 0);
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
         let d = decider.decide(5, 0, t0).unwrap();
         // The patch failed: nothing recorded, so the next message decides again.
         assert_eq!(decider.decide(5, 0, t0 + Duration::from_secs(1)), Some(d));

@@ -52,6 +52,9 @@ pub struct Settings {
     pub session_owner: String,
     /// Decisions are written again after this long even if unchanged.
     pub heartbeat: Duration,
+    /// Decisions that only lower the count or report job ends while no job waits follow the
+    /// last write by at least this long (see [`crate::scaler`]).
+    pub decision_pace: Duration,
     /// `/readyz` fails when no poll completed for this long.
     pub poll_stale_after: Duration,
     /// Backoff between failed attempts (GitHub, Kubernetes, session conflicts).
@@ -67,6 +70,7 @@ impl Settings {
             scale_set_id,
             session_owner: session_owner.into(),
             heartbeat: Duration::from_secs(50),
+            decision_pace: Duration::from_secs(1),
             // The server answers within ~50 s even when idle.
             poll_stale_after: Duration::from_secs(150),
             retry: RetryPolicy {
@@ -100,6 +104,8 @@ pub struct Listener<C> {
 enum Event<T> {
     Shutdown,
     LimitsChanged,
+    /// A decision held back for the pace is due.
+    DecisionDue,
     Done(T),
 }
 
@@ -121,7 +127,12 @@ impl<C: Cluster> Listener<C> {
             return;
         };
         let mut state = State {
-            decider: Decider::new(self.settings.heartbeat, stored.last_sequence, stored.job_ends),
+            decider: Decider::new(
+                self.settings.heartbeat,
+                self.settings.decision_pace,
+                stored.last_sequence,
+                stored.job_ends,
+            ),
             session: stored.session,
             statistics: None,
             sessions_created: 0,
@@ -134,9 +145,9 @@ impl<C: Cluster> Listener<C> {
         let mut failures = 0u32;
         'session: loop {
             let create = client.create_session(self.settings.scale_set_id, &self.settings.session_owner);
-            let mut session = match wait(&mut shutdown, &mut self.limits, create).await {
+            let mut session = match wait(&mut shutdown, &mut self.limits, None, create).await {
                 Event::Shutdown => break 'session,
-                Event::LimitsChanged => continue 'session,
+                Event::LimitsChanged | Event::DecisionDue => continue 'session,
                 Event::Done(Ok(session)) => session,
                 Event::Done(Err(err)) => {
                     self.session_failed(&err);
@@ -155,9 +166,19 @@ impl<C: Cluster> Listener<C> {
             loop {
                 let last = state.session.last_message_id.unwrap_or(0);
                 let capacity = u32::try_from(self.limits.borrow().max_runners.max(0)).unwrap_or(0);
-                let poll = client.get_message(&mut session, last, capacity);
                 let started = Instant::now();
-                let event = wait(&mut shutdown, &mut self.limits, poll).await;
+                let event = {
+                    // A held-back decision is written while the poll goes on.
+                    let poll = client.get_message(&mut session, last, capacity);
+                    tokio::pin!(poll);
+                    loop {
+                        let due = state.decider.held_until().map(Instant::from_std);
+                        match wait(&mut shutdown, &mut self.limits, due, poll.as_mut()).await {
+                            Event::DecisionDue => self.decide(&mut state, "paced").await,
+                            other => break other,
+                        }
+                    }
+                };
                 if matches!(event, Event::Done(_)) {
                     self.metrics
                         .poll_duration
@@ -168,6 +189,8 @@ impl<C: Cluster> Listener<C> {
                         self.close_session(&session, &mut state).await;
                         break 'session;
                     }
+                    // Written while the poll went on.
+                    Event::DecisionDue => {}
                     Event::LimitsChanged => {
                         info!(limits = ?*self.limits.borrow(), "limits changed");
                         self.decide(&mut state, "limits changed").await;
@@ -496,10 +519,12 @@ impl<C: Cluster> Listener<C> {
     }
 }
 
-/// Waits for `work`, the shutdown signal or a change of limits, whichever comes first.
+/// Waits for `work`, the shutdown signal, a change of limits or the `due` time of a held-back
+/// decision, whichever comes first.
 async fn wait<T>(
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     limits: &mut watch::Receiver<Limits>,
+    due: Option<Instant>,
     work: impl Future<Output = T>,
 ) -> Event<T> {
     let limits_changed = async {
@@ -508,10 +533,17 @@ async fn wait<T>(
             std::future::pending::<()>().await;
         }
     };
+    let decision_due = async {
+        match due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         biased;
         () = shutdown.as_mut() => Event::Shutdown,
         () = limits_changed => Event::LimitsChanged,
+        () = decision_due => Event::DecisionDue,
         result = work => Event::Done(result),
     }
 }

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::registry::Registry;
@@ -36,6 +36,8 @@ const WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, Default)]
 struct Written {
     decisions: Vec<Decision>,
+    /// When each decision was written.
+    decided_at: Vec<Instant>,
     session: SessionState,
     busy_runners: BTreeSet<String>,
     finished_runners: BTreeSet<String>,
@@ -94,7 +96,10 @@ impl Cluster for MemoryCluster {
     }
 
     async fn write_decision(&self, decision: Decision, _traceparents: &[String]) -> Result<(), ClusterError> {
-        self.update(|w| w.decisions.push(decision));
+        self.update(|w| {
+            w.decisions.push(decision);
+            w.decided_at.push(Instant::now());
+        });
         Ok(())
     }
 
@@ -349,6 +354,65 @@ async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
     assert!(
         h.cluster.snapshot().session.last_message_id.is_some(),
         "the cursor is kept, at the latest on shutdown"
+    );
+}
+
+/// As jobs end one by one, the decisions that only lower the count while nothing waits are
+/// merged: each follows the last write by at least the pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_that_only_lower_the_count_follow_the_pace() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 40,
+    })
+    .await;
+    let listener = h.start_listener();
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let jobs = h.queue(40);
+    let (runners, stop_runners) = h.run_runners();
+    let written = h
+        .cluster
+        .wait_for("every job counted and back to zero", |w| {
+            w.decisions
+                .last()
+                .is_some_and(|d| d.replicas == 0 && d.job_ends == 40)
+        })
+        .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+    listener.stop().await;
+    assert!(
+        h.fake
+            .with_state(|s| jobs.iter().all(|id| s.jobs[id].state == JobState::Completed)),
+        "every job ran"
+    );
+
+    let pace = Settings::new(h.scale_set_id, "-").decision_pace;
+    let mut paced = 0;
+    for (i, pair) in written.decisions.windows(2).enumerate() {
+        let (before, after) = (pair[0], pair[1]);
+        let ends = after.job_ends - before.job_ends;
+        let can_wait = i64::from(after.replicas) <= i64::from(before.replicas) - ends
+            && before.beyond_max == 0
+            && after.beyond_max == 0;
+        if can_wait {
+            paced += 1;
+            let gap = written.decided_at[i + 1] - written.decided_at[i];
+            assert!(
+                gap >= pace,
+                "decision {} followed {} after {gap:?}: {:?}",
+                after.sequence,
+                before.sequence,
+                written.decisions
+            );
+        }
+    }
+    assert!(
+        paced > 0,
+        "some decisions only lowered the count: {:?}",
+        written.decisions
     );
 }
 
