@@ -56,6 +56,11 @@ pub async fn reconcile(asss: Arc<AutoscaleSet>, ctx: Arc<Context>) -> Result<Act
     .await
 }
 
+/// How [`crate::version_records::VersionRecords`] names the AutoscaleSet `name` in `namespace`.
+pub fn records_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
 fn key(asss: &AutoscaleSet) -> String {
     format!(
         "AutoscaleSet/{}/{}",
@@ -66,6 +71,10 @@ fn key(asss: &AutoscaleSet) -> String {
 
 async fn apply(asss: &AutoscaleSet, ctx: &Context) -> Result<Action, Error> {
     let mut status = asss.status.clone().unwrap_or_default();
+    ctx.version_records.seen(
+        &records_key(asss.namespace().as_deref().unwrap_or_default(), &asss.name_any()),
+        status.deprecated_runner_version.is_some(),
+    );
     let outcome = register(asss, ctx, &mut status).await;
     let now = Time(k8s_openapi::chrono::Utc::now());
     let generation = asss.metadata.generation;

@@ -96,6 +96,8 @@ pub struct Context {
     pub set_status_pace: crate::status_pace::StatusPace,
     /// Runners the runner reconciler removed itself.
     pub self_removed: crate::self_removed::SelfRemoved,
+    /// AutoscaleSets that may hold a deprecated-runner-version record.
+    pub version_records: crate::version_records::VersionRecords,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -144,6 +146,7 @@ impl Context {
             decisions: crate::decision_clock::DecisionClock::default(),
             set_status_pace: crate::status_pace::StatusPace::default(),
             self_removed: crate::self_removed::SelfRemoved::default(),
+            version_records: crate::version_records::VersionRecords::default(),
             github: Mutex::default(),
             failures: Mutex::default(),
         }

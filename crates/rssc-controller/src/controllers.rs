@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::{
     autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, reconcile::Error,
-    runner_set,
+    runner_outcome, runner_set,
 };
 
 /// Controller settings with `concurrency` reconciles at once (kube-runtime's default is
@@ -122,13 +122,22 @@ pub async fn run_ephemeral_runners(
             });
             futures::future::ready(!done)
         });
+    // Runner Pods are cached with only what a reconcile reads of them; each event reaches the
+    // cache before it triggers a reconcile, and a Pod change triggers one only when it can
+    // change the runner's outcome.
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(ctx.api::<Pod>(), ours())
+        .modify(runner_outcome::keep_outcome_fields)
+        .reflect(pod_writer);
     Controller::for_stream(trigger, runners)
         .with_config(config(ctx.settings.runner_concurrency))
-        // The reconcile reads the Pod it needs; a Pod change triggers it only when it can
-        // change the runner's outcome (no runner Pod is cached).
-        .owns_stream(pod_triggers(watcher(ctx.api::<Pod>(), ours())))
+        .owns_stream(pod_triggers(pod_events))
         .graceful_shutdown_on(shutdown)
-        .run(ephemeral_runner::reconcile, error_policy, ctx)
+        .run(
+            move |runner, ctx| ephemeral_runner::reconcile(runner, ctx, pods.clone()),
+            error_policy,
+            ctx,
+        )
         .for_each(log_result)
         .await;
 }

@@ -18,6 +18,7 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
     },
 };
 use rssc_api::{
@@ -32,6 +33,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
+    autoscale_set::records_key,
     conditions::{self, Status, Update},
     context::Context,
     decision_clock::Finished,
@@ -49,11 +51,17 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(1);
 /// The shortest wait before a runner Pod a ResourceQuota refused is tried again.
 const QUOTA_RETRY_MIN: Duration = Duration::from_secs(5);
 
-/// Reconciles one EphemeralRunner.
-pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles one EphemeralRunner; `pods` caches the runner Pods (see
+/// [`crate::runner_outcome::keep_outcome_fields`]).
+pub async fn reconcile(
+    runner: Arc<EphemeralRunner>,
+    ctx: Arc<Context>,
+    pods: Store<Pod>,
+) -> Result<Action, Error> {
     let api: Api<EphemeralRunner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
     let ctx = ctx.as_ref();
+    let pods = &pods;
     let object = runner.clone();
     let scale_set = &object.spec.runner_config.autoscale_set_ref.name;
     timed(
@@ -65,7 +73,7 @@ pub async fn reconcile(runner: Arc<EphemeralRunner>, ctx: Arc<Context>) -> Resul
             &api,
             finalizers::RUNNER_REGISTRATION,
             runner,
-            |o| async move { apply(&o, ctx).await },
+            |o| async move { apply(&o, ctx, pods).await },
             |o| async move { cleanup(&o, ctx).await },
         ),
     )
@@ -96,7 +104,7 @@ async fn github(runner: &EphemeralRunner, ctx: &Context) -> Result<ActionsClient
     Ok(ctx.github(&asss).await?.0)
 }
 
-async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error> {
+async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>) -> Result<Action, Error> {
     let namespace = runner.namespace().unwrap_or_default();
     let name = runner.name_any();
     let status = runner.status.clone().unwrap_or_default();
@@ -131,17 +139,20 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         },
     };
 
-    // 2. The Pod, and what it says.
-    let pod = pods.get_opt(&name).await?;
+    // 2. The Pod, and what it says: as cached, which has seen whatever Pod event brought this
+    // reconcile. A Pod not cached yet (the controller just started, or its watch restarted)
+    // looks missing or older; so do a Pod deleted and made again, and its cached runner.
+    let mut pod: Option<Arc<Pod>> = cached_pods.get(&ObjectRef::new(&name).within(&namespace));
     let mut outcome = classify(
-        pod.as_ref(),
+        pod.as_deref(),
         facts(&status),
         Utc::now(),
         ctx.settings.pending_timeout,
     );
     // Creating, retrying and replacing a Pod count failures, and the cached runner can lag
-    // behind our own last write (a busy watch): decide those on the runner as stored, or a
-    // crash-looping Pod is retried forever with its failures overwritten.
+    // behind our own last write (a busy watch): decide those on the runner and the Pod as
+    // stored, or a crash-looping Pod is retried forever with its failures overwritten, and a
+    // Pod not cached yet is taken for vanished.
     let fresh;
     let (runner, status) = if matches!(
         outcome,
@@ -152,9 +163,10 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
             return Ok(Action::await_change());
         };
         fresh = stored;
+        pod = pods.get_opt(&name).await?.map(Arc::new);
         let status = fresh.status.clone().unwrap_or_default();
         outcome = classify(
-            pod.as_ref(),
+            pod.as_deref(),
             facts(&status),
             Utc::now(),
             ctx.settings.pending_timeout,
@@ -197,7 +209,7 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context) -> Result<Action, Error>
         }
         Outcome::Succeeded => {
             runner_version_works(runner, ctx).await?;
-            remove_finished(runner, ctx, pod.as_ref()).await?;
+            remove_finished(runner, ctx, pod.as_deref()).await?;
             Ok(Action::await_change())
         }
         Outcome::VersionDeprecated => {
@@ -374,13 +386,14 @@ async fn quota_exceeded(
     Ok(Action::requeue(ctx.backoff(&key).max(QUOTA_RETRY_MIN)))
 }
 
-/// The AutoscaleSet a runner belongs to: its API and name.
-fn autoscale_set_api(runner: &EphemeralRunner, ctx: &Context) -> (Api<AutoscaleSet>, String) {
+/// The AutoscaleSet a runner belongs to: its API, name and key in `ctx.version_records`.
+fn autoscale_set_api(runner: &EphemeralRunner, ctx: &Context) -> (Api<AutoscaleSet>, String, String) {
     let reference = &runner.spec.runner_config.autoscale_set_ref;
     let namespace = reference.namespace_or(runner.metadata.namespace.as_deref().unwrap_or_default());
     (
         Api::namespaced(ctx.client.clone(), namespace),
         reference.name.clone(),
+        records_key(namespace, &reference.name),
     )
 }
 
@@ -391,7 +404,7 @@ async fn runner_version_deprecated(
     ctx: &Context,
     image: &str,
 ) -> Result<(), Error> {
-    let (api, name) = autoscale_set_api(runner, ctx);
+    let (api, name, asss_key) = autoscale_set_api(runner, ctx);
     let record = DeprecatedRunnerVersion {
         image: image.to_owned(),
         runner: runner.name_any(),
@@ -402,16 +415,23 @@ async fn runner_version_deprecated(
         .patch_status(&name, &controller_params(), &Patch::Merge(patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            ctx.version_records.seen(&asss_key, true);
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
 /// A runner completed its job: if the AutoscaleSet says runners exit as deprecated, that is
-/// no longer so.
+/// no longer so. Only AutoscaleSets that may hold such a record are read
+/// ([`crate::version_records`]).
 async fn runner_version_works(runner: &EphemeralRunner, ctx: &Context) -> Result<(), Error> {
-    let (api, name) = autoscale_set_api(runner, ctx);
+    let (api, name, asss_key) = autoscale_set_api(runner, ctx);
+    if !ctx.version_records.may_hold(&asss_key) {
+        return Ok(());
+    }
     let recorded = api
         .get_opt(&name)
         .await?
@@ -422,6 +442,7 @@ async fn runner_version_works(runner: &EphemeralRunner, ctx: &Context) -> Result
         api.patch_status(&name, &controller_params(), &Patch::Merge(patch))
             .await?;
     }
+    ctx.version_records.seen(&asss_key, false);
     Ok(())
 }
 

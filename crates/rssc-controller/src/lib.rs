@@ -27,3 +27,4 @@ pub mod runner_template;
 pub mod scale;
 pub mod self_removed;
 pub mod status_pace;
+pub mod version_records;

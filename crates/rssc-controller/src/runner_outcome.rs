@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
 
 use crate::{runner_template::RUNNER_CONTAINER, scale::Timestamp};
 
@@ -190,6 +190,34 @@ pub fn pod_digest(pod: &Pod) -> u64 {
         }
     }
     hasher.finish()
+}
+
+/// Keeps of a runner Pod only what [`classify`], [`pod_digest`] and the runner reconciler read
+/// (its metadata but annotations and managed fields; its containers' names, images and restart
+/// policies; its status but conditions), so the controller's cache of runner Pods stays small
+/// whatever the runner template holds.
+pub fn keep_outcome_fields(pod: &mut Pod) {
+    pod.metadata.annotations = None;
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let keep = |c: &Container| Container {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            restart_policy: c.restart_policy.clone(),
+            ..Default::default()
+        };
+        *spec = PodSpec {
+            containers: spec.containers.iter().map(keep).collect(),
+            init_containers: spec
+                .init_containers
+                .as_ref()
+                .map(|inits| inits.iter().map(keep).collect()),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = None;
+    }
 }
 
 /// Whether a Pod is as its creator left it: not deleted, not yet running, no container exited.
@@ -448,5 +476,43 @@ mod tests {
         assert!(
             matches!(classify(Some(&p), facts(), now(), TIMEOUT), Outcome::RetryPod(f) if f.reason == "InitContainerFailed")
         );
+    }
+
+    #[test]
+    fn a_cached_pod_keeps_what_classifying_it_reads() {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "r", "creationTimestamp": "2026-11-22T11:59:00Z",
+                         "annotations": {"a": "b"}, "ownerReferences": [{"apiVersion": "v1",
+                         "kind": "EphemeralRunner", "name": "r", "uid": "u"}]},
+            "spec": {"containers": [{"name": "runner", "image": "runner:2", "env": [{"name": "X", "value": "y"}]}],
+                     "initContainers": [{"name": "init"}, {"name": "dind", "restartPolicy": "Always"}],
+                     "volumes": [{"name": "work", "emptyDir": {}}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+                       "initContainerStatuses": [
+                {"name": "dind", "image": "", "imageID": "", "ready": false, "restartCount": 1,
+                 "state": {"terminated": {"exitCode": 1}}}
+            ]}
+        }))
+        .unwrap();
+        let full = p.clone();
+        keep_outcome_fields(&mut p);
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
+        assert_eq!(spec.containers[0].image.as_deref(), Some("runner:2"));
+        assert!(p.metadata.annotations.is_none());
+        assert_eq!(p.metadata.owner_references, full.metadata.owner_references);
+        for pod in [
+            &full,
+            &runner_exited(0, "Completed"),
+            &runner_exited(137, "OOMKilled"),
+        ] {
+            let mut kept = pod.clone();
+            keep_outcome_fields(&mut kept);
+            assert_eq!(
+                classify(Some(&kept), facts(), now(), TIMEOUT),
+                classify(Some(pod), facts(), now(), TIMEOUT)
+            );
+            assert_eq!(pod_digest(&kept), pod_digest(pod));
+        }
     }
 }

@@ -149,7 +149,10 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     )
     .await;
 
-    // A runner that completes its job shows the version works again.
+    // A restarted controller learns of the record from the AutoscaleSet; a runner that
+    // completes its job then shows the version works again.
+    controllers.stop().await;
+    let controllers = support::start_runner_controllers(&t, support::settings());
     eventually("a new runner with a Pod", || async {
         match only_runner(&t).await {
             Some(r) if r.name_any() != replacement => pod_uid(&t, &r.name_any()).await.is_some(),

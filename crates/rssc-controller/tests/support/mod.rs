@@ -306,15 +306,7 @@ pub struct RunnerSetup {
 /// and registers the `linux` AutoscaleSet.
 pub async fn runner_setup(t: &Target, settings: rssc_controller::context::Settings) -> RunnerSetup {
     let (fake, ca) = github().await;
-    let ctx = Arc::new(Context::new(t.client.clone(), settings));
-    let controllers = Controllers::start(
-        &ctx,
-        &[
-            Reconciler::AutoscaleSets,
-            Reconciler::EphemeralRunnerSets,
-            Reconciler::EphemeralRunners,
-        ],
-    );
+    let controllers = start_runner_controllers(t, settings);
     let asss = registered_autoscale_set(t, &fake, &ca).await;
     RunnerSetup {
         fake,
@@ -322,6 +314,20 @@ pub async fn runner_setup(t: &Target, settings: rssc_controller::context::Settin
         controllers,
         asss,
     }
+}
+
+/// Starts the AutoscaleSet, EphemeralRunnerSet and EphemeralRunner reconcilers with a context
+/// of their own, as a (re)started controller process has.
+pub fn start_runner_controllers(t: &Target, settings: rssc_controller::context::Settings) -> Controllers {
+    let ctx = Arc::new(Context::new(t.client.clone(), settings));
+    Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    )
 }
 
 /// Creates [`runner_set_for`] `asss` with `replicas` and returns it.
