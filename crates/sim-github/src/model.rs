@@ -988,16 +988,30 @@ impl State {
             .filter(|j| j.state == JobState::Acquired)
             .filter_map(|j| j.scale_set_id.map(|s| (j.id, s)))
             .collect();
+        if acquired.is_empty() {
+            return;
+        }
+        // Each scale set's assigned jobs, counted once a tick rather than once per waiting job
+        // (a thousand jobs waiting for capacity made that a million steps every tick).
+        let mut assigned: HashMap<i64, i64> = HashMap::new();
+        for job in self.jobs.values() {
+            if let Some(ss) = job.scale_set_id
+                && matches!(job.state, JobState::Assigned | JobState::Running)
+            {
+                *assigned.entry(ss).or_default() += 1;
+            }
+        }
         for (id, ss) in acquired {
             let cap = self
                 .sessions
                 .values()
                 .find(|s| s.scale_set_id == ss)
                 .and_then(|s| s.max_capacity);
-            let assigned = self.statistics(ss).total_assigned_jobs;
-            if cap.is_some_and(|c| assigned >= i64::from(c)) {
+            let assigned = assigned.entry(ss).or_default();
+            if cap.is_some_and(|c| *assigned >= i64::from(c)) {
                 continue;
             }
+            *assigned += 1;
             let j = self.jobs.get_mut(&id).expect("exists");
             let at = Instant::now();
             j.state = JobState::Assigned;
