@@ -12,7 +12,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::{
+    api::core::v1::{Container, ContainerState, ContainerStatus, Pod, PodSpec, PodStatus},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 
 use crate::{runner_template::RUNNER_CONTAINER, scale::Timestamp};
 
@@ -192,13 +195,21 @@ pub fn pod_digest(pod: &Pod) -> u64 {
     hasher.finish()
 }
 
-/// Keeps of a runner Pod only what [`classify`], [`pod_digest`] and the runner reconciler read
-/// (its metadata but annotations and managed fields; its containers' names, images and restart
-/// policies; its status but conditions), so the controller's cache of runner Pods stays small
-/// whatever the runner template holds.
+/// Keeps of a runner Pod only what [`classify`], [`pod_digest`] and the runner reconciler read,
+/// so the controller's cache of runner Pods stays small whatever the runner template holds:
+/// its name, namespace, UID, owners, creation and deletion; its containers' names, images and
+/// restart policies; its phase and reason, and its containers' readiness and exits.
 pub fn keep_outcome_fields(pod: &mut Pod) {
-    pod.metadata.annotations = None;
-    pod.metadata.managed_fields = None;
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        owner_references: meta.owner_references,
+        creation_timestamp: meta.creation_timestamp,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..Default::default()
+    };
     if let Some(spec) = pod.spec.as_mut() {
         let keep = |c: &Container| Container {
             name: c.name.clone(),
@@ -215,8 +226,29 @@ pub fn keep_outcome_fields(pod: &mut Pod) {
             ..Default::default()
         };
     }
-    if let Some(status) = pod.status.as_mut() {
-        status.conditions = None;
+    if let Some(status) = pod.status.take() {
+        let keep = |statuses: Option<Vec<ContainerStatus>>| {
+            statuses.map(|all| {
+                all.into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        ready: c.ready,
+                        state: c.state.and_then(|s| s.terminated).map(|t| ContainerState {
+                            terminated: Some(t),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            reason: status.reason,
+            container_statuses: keep(status.container_statuses),
+            init_container_statuses: keep(status.init_container_statuses),
+            ..Default::default()
+        });
     }
 }
 
@@ -501,8 +533,16 @@ mod tests {
         assert_eq!(spec.containers[0].image.as_deref(), Some("runner:2"));
         assert!(p.metadata.annotations.is_none());
         assert_eq!(p.metadata.owner_references, full.metadata.owner_references);
+        assert!(p.status.as_ref().unwrap().conditions.is_none());
+        let mut running = pod("Running", 30);
+        running.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+            name: RUNNER_CONTAINER.to_owned(),
+            ready: true,
+            ..Default::default()
+        }]);
         for pod in [
             &full,
+            &running,
             &runner_exited(0, "Completed"),
             &runner_exited(137, "OOMKilled"),
         ] {
