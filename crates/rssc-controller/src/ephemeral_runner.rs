@@ -150,13 +150,14 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>
         ctx.settings.pending_timeout,
     );
     // Creating, retrying and replacing a Pod count failures, and the cached runner can lag
-    // behind our own last write (a busy watch): decide those on the runner and the Pod as
-    // stored, or a crash-looping Pod is retried forever with its failures overwritten, and a
-    // Pod not cached yet is taken for vanished.
+    // behind our own last write (a busy watch): decide those, and failing the runner for its
+    // version, on the runner and the Pod as stored, or a crash-looping Pod is retried forever
+    // with its failures overwritten, a Pod not cached yet is taken for vanished, and a sidecar
+    // that restarted for a failed init container (the cache keeps no spec).
     let fresh;
     let (runner, status) = if matches!(
         outcome,
-        Outcome::CreatePod | Outcome::RetryPod(_) | Outcome::Replace(_)
+        Outcome::CreatePod | Outcome::RetryPod(_) | Outcome::Replace(_) | Outcome::VersionDeprecated
     ) {
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
         let Some(stored) = api.get_opt(&name).await? else {

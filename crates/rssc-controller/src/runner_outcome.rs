@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{Container, ContainerState, ContainerStatus, Pod, PodSpec, PodStatus},
+    api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
@@ -195,10 +195,12 @@ pub fn pod_digest(pod: &Pod) -> u64 {
     hasher.finish()
 }
 
-/// Keeps of a runner Pod only what [`classify`], [`pod_digest`] and the runner reconciler read,
-/// so the controller's cache of runner Pods stays small whatever the runner template holds:
-/// its name, namespace, UID, owners, creation and deletion; its containers' names, images and
-/// restart policies; its phase and reason, and its containers' readiness and exits.
+/// Keeps of a runner Pod only what [`classify`] and [`pod_digest`] read of its metadata and
+/// status, so the controller's cache of runner Pods stays small whatever the runner template
+/// holds: its name, namespace, UID, owners, creation and deletion; its phase and reason, and
+/// its containers' readiness and exits. Without the spec, an init container that exited is
+/// taken for a regular one, not a sidecar, so the outcome is one the reconcile decides again
+/// on the Pod as stored.
 pub fn keep_outcome_fields(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
@@ -210,22 +212,7 @@ pub fn keep_outcome_fields(pod: &mut Pod) {
         deletion_timestamp: meta.deletion_timestamp,
         ..Default::default()
     };
-    if let Some(spec) = pod.spec.as_mut() {
-        let keep = |c: &Container| Container {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            restart_policy: c.restart_policy.clone(),
-            ..Default::default()
-        };
-        *spec = PodSpec {
-            containers: spec.containers.iter().map(keep).collect(),
-            init_containers: spec
-                .init_containers
-                .as_ref()
-                .map(|inits| inits.iter().map(keep).collect()),
-            ..Default::default()
-        };
-    }
+    pod.spec = None;
     if let Some(status) = pod.status.take() {
         let keep = |statuses: Option<Vec<ContainerStatus>>| {
             statuses.map(|all| {
@@ -528,12 +515,17 @@ mod tests {
         .unwrap();
         let full = p.clone();
         keep_outcome_fields(&mut p);
-        let spec = p.spec.as_ref().unwrap();
-        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
-        assert_eq!(spec.containers[0].image.as_deref(), Some("runner:2"));
-        assert!(p.metadata.annotations.is_none());
+        assert!(p.spec.is_none() && p.metadata.annotations.is_none());
         assert_eq!(p.metadata.owner_references, full.metadata.owner_references);
         assert!(p.status.as_ref().unwrap().conditions.is_none());
+        assert_eq!(pod_digest(&p), pod_digest(&full));
+        // Which init container is a sidecar is in the spec: a sidecar's exit reads as a failed
+        // init container, an outcome decided again on the Pod as stored.
+        assert_eq!(classify(Some(&full), facts(), now(), TIMEOUT), Outcome::Pending);
+        assert!(matches!(
+            classify(Some(&p), facts(), now(), TIMEOUT),
+            Outcome::RetryPod(_)
+        ));
         let mut running = pod("Running", 30);
         running.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
             name: RUNNER_CONTAINER.to_owned(),
@@ -541,7 +533,6 @@ mod tests {
             ..Default::default()
         }]);
         for pod in [
-            &full,
             &running,
             &runner_exited(0, "Completed"),
             &runner_exited(137, "OOMKilled"),
