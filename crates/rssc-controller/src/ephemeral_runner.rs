@@ -695,7 +695,9 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
         .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref());
     record_removal(runner, ctx, exited);
-    // Other finalizers stay; the resourceVersion keeps this from dropping one added meanwhile.
+    // Other finalizers stay: the patch holds only while the finalizers are those read, so one
+    // added meanwhile is never dropped, and a status write meanwhile (the listener recording
+    // the job's end, which often lands between the deletion and this patch) does not fail it.
     let mut current = deleting;
     for _ in 0..FINALIZER_ATTEMPTS {
         let kept: Vec<&String> = current
@@ -703,14 +705,18 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
             .iter()
             .filter(|f| f.as_str() != finalizers::RUNNER_REGISTRATION)
             .collect();
-        let patch = json!({"metadata": {"resourceVersion": current.resource_version(), "finalizers": kept}});
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current.finalizers()},
+            {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+        ]))
+        .expect("a JSON patch of two operations");
         match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await
         {
             Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => return Ok(()),
-            // Changed meanwhile (the listener recording the job's end, say): read it again.
-            Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {
+            // The finalizers changed meanwhile (the test failed: 422), or a conflict: read again.
+            Err(kube::Error::Api(kube::core::ErrorResponse { code: 409 | 422, .. })) => {
                 match api.get_opt(&name).await? {
                     Some(stored) if stored.uid() == runner.uid() => current = stored,
                     _ => return Ok(()),

@@ -5,7 +5,8 @@
 //! there is room; a crash after the job started, an eviction, a vanished Pod and a pending
 //! timeout deregister and replace the runner; a registration whose Secret was lost
 //! (`RunnerExists`) is replaced, not duplicated; a Pod that fails after GitHub removed its runner
-//! is replaced, not retried; a Pod create refused with 409 `Conflict` is tried again.
+//! is replaced, not retried; a Pod create refused with 409 `Conflict` is tried again; a runner
+//! that finished drops its own finalizer and keeps those of others.
 
 mod support;
 
@@ -169,6 +170,59 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     })
     .await;
 
+    controllers.stop().await;
+}
+
+/// A runner that finished its job drops its own finalizer and no other: a finalizer someone
+/// else put on it holds it until they remove theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_runner_keeps_the_finalizers_of_others() {
+    const OTHER: &str = "example.com/audit";
+    let t = Target::new("other-finalizer").await;
+    let support::RunnerSetup {
+        controllers, asss, ..
+    } = support::runner_setup(&t, support::settings()).await;
+    support::create_runner_set(&t, &asss, 1).await;
+    eventually("a runner with a Pod", || async {
+        match only_runner(&t).await {
+            Some(r) => pod_uid(&t, &r.name_any()).await.is_some(),
+            None => false,
+        }
+    })
+    .await;
+    let name = only_runner(&t).await.unwrap().name_any();
+    let runners = t.api::<EphemeralRunner>();
+    let add: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "add", "path": "/metadata/finalizers/-", "value": OTHER}
+    ]))
+    .unwrap();
+    runners
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(add))
+        .await
+        .unwrap();
+
+    pod_exits(&t, &name, 0, "Completed").await;
+    eventually(
+        "the runner is deleted, held only by the other finalizer",
+        || async {
+            runners.get_opt(&name).await.unwrap().is_some_and(|r| {
+                r.metadata.deletion_timestamp.is_some() && r.finalizers() == [OTHER.to_owned()]
+            })
+        },
+    )
+    .await;
+    let drop: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "remove", "path": "/metadata/finalizers/0"}
+    ]))
+    .unwrap();
+    runners
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(drop))
+        .await
+        .unwrap();
+    eventually("the runner is gone once the other finalizer is", || async {
+        runners.get_opt(&name).await.unwrap().is_none()
+    })
+    .await;
     controllers.stop().await;
 }
 
