@@ -10,7 +10,7 @@ use rssc_api::v1alpha1::{EphemeralRunner, RunnerSet};
 use rssc_e2e::{
     Harness, HarnessOptions, WAIT, eventually,
     invariants::{Expect, teardown_and_check},
-    peaks::PeakSampler,
+    peaks::{PeakSampler, Peaks},
     scenario::{
         JOB, RUNNER_SET, apply_sets_and_wait_for_listener, listener_ready, live_runners, queue_jobs,
         runner_set, scale_set_id, wait_jobs, wait_jobs_done,
@@ -49,6 +49,26 @@ fn longest_wait_for_a_runner(h: &Harness, jobs: &[i64]) -> Duration {
 /// Bound on a job's wait for a runner around a controller restart: the controller's settle
 /// time (10 s) and room for a slow machine, well short of GitHub's re-offer after 60 s.
 const RESTARTED_REFILL: Duration = Duration::from_secs(20);
+
+/// Checks a run around a killed listener or controller: never more runners or registrations
+/// than the set's maximum (10), and no job left waiting long for a runner afterwards.
+fn no_duplicates_and_a_prompt_refill(h: &Harness, jobs: &[i64], peaks: &Peaks) {
+    assert!(
+        peaks.runners <= 10 && peaks.registrations <= 10,
+        "no duplicate runners: {peaks:?}"
+    );
+    // Runners that finished while a process was down must not hold back runners for the jobs
+    // still waiting. On the node simulator a runner starts within a second, so a longer wait
+    // is rssc's; a real cluster may pull images for longer.
+    if h.nodes.is_some() {
+        let slowest = longest_wait_for_a_runner(h, jobs);
+        assert!(
+            slowest < RESTARTED_REFILL,
+            "a job waited {slowest:?} for a runner; after a restart rssc refills within the \
+             controller's settle time (10 s)"
+        );
+    }
+}
 
 /// Waits until at least `n` of `jobs` completed.
 async fn until_completed(h: &Harness, jobs: &[i64], n: usize) {
@@ -160,21 +180,7 @@ async fn listener_killed_mid_burst() {
     );
     wait_jobs(&h, &jobs).await;
     let peaks = sampler.stop().await;
-    assert!(
-        peaks.runners <= 10 && peaks.registrations <= 10,
-        "no duplicate runners: {peaks:?}"
-    );
-    // Runners that finished while no controller ran must not hold the restarted one back from
-    // the jobs still waiting. On the node simulator a runner starts within a second, so a
-    // longer wait is the controller's; a real cluster may pull images for longer.
-    if h.nodes.is_some() {
-        let slowest = longest_wait_for_a_runner(&h, &jobs);
-        assert!(
-            slowest < RESTARTED_REFILL,
-            "a job waited {slowest:?} for a runner; the restarted controller refills within the \
-             settle time (10 s)"
-        );
-    }
+    no_duplicates_and_a_prompt_refill(&h, &jobs, &peaks);
     teardown_and_check(h, Expect::jobs(&jobs)).await;
 }
 
@@ -194,21 +200,7 @@ async fn controller_killed_mid_burst() {
 
     wait_jobs(&h, &jobs).await;
     let peaks = sampler.stop().await;
-    assert!(
-        peaks.runners <= 10 && peaks.registrations <= 10,
-        "no duplicate runners: {peaks:?}"
-    );
-    // Runners that finished while no controller ran must not hold the restarted one back from
-    // the jobs still waiting. On the node simulator a runner starts within a second, so a
-    // longer wait is the controller's; a real cluster may pull images for longer.
-    if h.nodes.is_some() {
-        let slowest = longest_wait_for_a_runner(&h, &jobs);
-        assert!(
-            slowest < RESTARTED_REFILL,
-            "a job waited {slowest:?} for a runner; the restarted controller refills within the \
-             settle time (10 s)"
-        );
-    }
+    no_duplicates_and_a_prompt_refill(&h, &jobs, &peaks);
     eventually("back to zero runners", || async {
         live_runners(&h).await.is_empty()
     })

@@ -45,6 +45,18 @@ async fn only_runner(t: &Target) -> Option<EphemeralRunner> {
     (all.len() == 1).then(|| all.remove(0))
 }
 
+/// Waits for the one live runner (other than `other_than`) to have its Pod; returns its name.
+async fn one_runner_with_a_pod(t: &Target, other_than: Option<&str>) -> String {
+    eventually("a runner with a Pod", || async {
+        match only_runner(t).await {
+            Some(r) if other_than != Some(r.name_any().as_str()) => pod_uid(t, &r.name_any()).await.is_some(),
+            _ => false,
+        }
+    })
+    .await;
+    only_runner(t).await.unwrap().name_any()
+}
+
 /// Whether an Event with `reason` was emitted in the test's namespace.
 async fn has_event(t: &Target, reason: &str) -> bool {
     t.api::<Event>()
@@ -86,15 +98,7 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
         controllers, asss, ..
     } = support::runner_setup(&t, support::settings()).await;
     support::create_runner_set(&t, &asss, 1).await;
-    eventually("a runner with a Pod", || async {
-        match only_runner(&t).await {
-            Some(r) => pod_uid(&t, &r.name_any()).await.is_some(),
-            None => false,
-        }
-    })
-    .await;
-    let runner = only_runner(&t).await.unwrap();
-    let name = runner.name_any();
+    let name = one_runner_with_a_pod(&t, None).await;
 
     // A failure before any job: the failure is recorded and the Pod comes back, same runner.
     let first_pod = pod_uid(&t, &name).await.unwrap();
@@ -154,14 +158,7 @@ async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     // completes its job then shows the version works again.
     controllers.stop().await;
     let controllers = support::start_runner_controllers(&t, support::settings());
-    eventually("a new runner with a Pod", || async {
-        match only_runner(&t).await {
-            Some(r) if r.name_any() != replacement => pod_uid(&t, &r.name_any()).await.is_some(),
-            _ => false,
-        }
-    })
-    .await;
-    let next = only_runner(&t).await.unwrap().name_any();
+    let next = one_runner_with_a_pod(&t, Some(&replacement)).await;
     pod_exits(&t, &next, 0, "Completed").await;
     eventually("the AutoscaleSet's runner version is supported again", || async {
         runner_version_supported(&t, &asss.name_any())
@@ -183,14 +180,7 @@ async fn a_finished_runner_keeps_the_finalizers_of_others() {
         controllers, asss, ..
     } = support::runner_setup(&t, support::settings()).await;
     support::create_runner_set(&t, &asss, 1).await;
-    eventually("a runner with a Pod", || async {
-        match only_runner(&t).await {
-            Some(r) => pod_uid(&t, &r.name_any()).await.is_some(),
-            None => false,
-        }
-    })
-    .await;
-    let name = only_runner(&t).await.unwrap().name_any();
+    let name = one_runner_with_a_pod(&t, None).await;
     let runners = t.api::<EphemeralRunner>();
     let add: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "add", "path": "/metadata/finalizers/-", "value": OTHER}
