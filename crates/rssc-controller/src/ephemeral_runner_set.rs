@@ -146,6 +146,10 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         settled: decision_age >= DECISION_SETTLE,
         uncounted_finishes: standing.uncounted_finishes,
         unfinished_ends: standing.unfinished_ends,
+        max_runners: set
+            .spec
+            .max_runners
+            .map(|max| usize::try_from(max.max(0)).unwrap_or(0)),
     };
     let template_hash = set
         .spec

@@ -231,6 +231,7 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
             patch_sequence: 0,
             job_ends: 0,
             beyond_max: 0,
+            max_runners: Some(asss.spec.max_runners),
             runner_template: template.template,
             runner_config: RunnerConfig {
                 autoscale_set_ref: NamespacedRef {

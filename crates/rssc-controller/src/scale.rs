@@ -22,7 +22,9 @@
 //!   finished runners are replaced at once.
 //! - A runner whose job ended is finishing: no capacity, and no reason to scale down. The
 //!   listener records the end on the runner, and counts it in its decision; a busy runner whose
-//!   record this process has not read yet is finishing by that count.
+//!   record this process has not read yet is finishing by that count. Its Pod still counts
+//!   against `maxRunners`: new runners wait for finishing ones to go at the maximum, and below
+//!   it only for those whose jobs the decision still counts.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
@@ -95,6 +97,9 @@ pub struct Decision {
     /// Job ends the decision no longer counts whose runners have not finished yet; their
     /// runners may still look busy (the listener's record of the end not read yet).
     pub unfinished_ends: usize,
+    /// The most runners that may exist at once, finishing ones included; `None` caps them at
+    /// `replicas`.
+    pub max_runners: Option<usize>,
 }
 
 impl Decision {
@@ -194,7 +199,7 @@ pub fn plan(
 ) -> ScalePlan {
     let mut plan = ScalePlan::default();
     let mut live: Vec<&RunnerView> = Vec::new();
-    let mut finishing = 0;
+    let mut finishing: usize = 0;
     for runner in runners.iter().filter(|r| !r.deleting) {
         match runner.state {
             RunnerState::Finished | RunnerState::Failed => plan.delete.push(runner.name.clone()),
@@ -212,6 +217,9 @@ pub fn plan(
     // is never paired; it would hold an idle or pending runner back from scale-down for good
     // once the decision is carried out.)
     let busy = live.iter().filter(|r| r.state == RunnerState::Busy).count();
+    // Finishing runners whose ends the decision does not count yet still fill a place in it;
+    // the others are outside `replicas` already.
+    let uncounted_finishing = finishing.saturating_sub(decision.unfinished_ends);
     let unrecorded_ends = decision.unfinished_ends.saturating_sub(finishing).min(busy);
     let mut marked = 0;
     live.retain(|r| {
@@ -224,10 +232,15 @@ pub fn plan(
         .iter()
         .filter(|r| !r.deleting && r.state == RunnerState::Failed)
         .count();
-    // Finishing runners still hold their Pods: new runners wait for them to go, so there are
-    // never more runners than the decision (and so maxRunners) allows.
+    // Finishing runners still hold their Pods, so there are never more runners than
+    // maxRunners allows: new runners wait for finishing ones to go when the maximum is reached,
+    // and below it only for those whose jobs the decision still counts. Tearing a Pod down can
+    // take many seconds on a real node, and a job that came meanwhile should not wait for it.
     let wanted = decision.replicas.saturating_sub(live.len());
-    let room = wanted.saturating_sub(finishing);
+    let cap = decision.max_runners.unwrap_or(decision.replicas);
+    let room = wanted
+        .saturating_sub(uncounted_finishing)
+        .min(cap.saturating_sub(live.len() + finishing));
     plan.waiting_for_finishing = wanted - room;
     // Runners that finished a job the decision still counts are no shortfall, new decision or
     // not: a later one drops their jobs. Unless jobs wait beyond the maximum: then the count
@@ -301,6 +314,7 @@ mod tests {
             settled: false,
             uncounted_finishes: 0,
             unfinished_ends: 0,
+            max_runners: None,
         }
     }
 
@@ -313,6 +327,7 @@ mod tests {
             settled: false,
             uncounted_finishes: 0,
             unfinished_ends: 0,
+            max_runners: None,
         }
     }
 
@@ -337,6 +352,64 @@ mod tests {
         let gone = [runners[1].clone(), runners[2].clone()];
         let p = plan(new(3), &gone, &CURRENT, now(), GRACE);
         assert_eq!((p.create, p.waiting_for_finishing), (1, 0));
+    }
+
+    #[test]
+    fn below_the_maximum_new_runners_wait_only_for_finishing_runners_the_decision_counts() {
+        // One job ended (its runner's Pod is being torn down), one runs, one new job came: the
+        // decision counts two jobs and, in its job ends, the ended one.
+        let runners = [
+            runner("finishing", RunnerState::Finishing, 60),
+            runner("busy", RunnerState::Busy, 60),
+        ];
+        let counted = Decision {
+            unfinished_ends: 1,
+            max_runners: Some(10),
+            ..new(2)
+        };
+        let p = plan(counted, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(
+            (p.create, p.waiting_for_finishing),
+            (1, 0),
+            "the new job's runner"
+        );
+        assert_eq!(p.scale_down, 0);
+
+        // Its record of the end not read yet, the ended runner still looks busy.
+        let unread = [
+            runner("ended", RunnerState::Busy, 60),
+            runner("busy", RunnerState::Busy, 60),
+        ];
+        let p = plan(counted, &unread, &CURRENT, now(), GRACE);
+        assert_eq!((p.create, p.waiting_for_finishing), (1, 0));
+
+        // A decision written before the end still counts the finishing runner's job.
+        let before = Decision {
+            max_runners: Some(10),
+            ..new(2)
+        };
+        let p = plan(before, &runners, &CURRENT, now(), GRACE);
+        assert_eq!((p.create, p.waiting_for_finishing), (0, 1));
+
+        // At the maximum the finishing runner's Pod goes first.
+        let full = Decision {
+            max_runners: Some(2),
+            ..counted
+        };
+        let p = plan(full, &runners, &CURRENT, now(), GRACE);
+        assert_eq!(
+            (p.create, p.waiting_for_finishing),
+            (0, 1),
+            "never above maxRunners"
+        );
+
+        // A set that does not record the maximum caps runners at the decision.
+        let unknown = Decision {
+            max_runners: None,
+            ..counted
+        };
+        let p = plan(unknown, &runners, &CURRENT, now(), GRACE);
+        assert_eq!((p.create, p.waiting_for_finishing), (0, 1));
     }
 
     #[test]

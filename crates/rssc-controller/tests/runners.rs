@@ -418,3 +418,53 @@ async fn a_new_template_replaces_idle_and_pending_runners_while_busy_ones_finish
 
     controllers.stop().await;
 }
+
+/// Below `maxRunners`, a job that comes while another's runner is being torn down gets its
+/// runner at once: the finishing runner's Pod only holds a place at the maximum, or while the
+/// decision still counts its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
+    let t = Target::new("finishing").await;
+    let support::RunnerSetup {
+        controllers, asss, ..
+    } = support::runner_setup(&t, support::settings()).await;
+    let set = support::create_runner_set(&t, &asss, 0).await;
+    assert!(
+        set.spec.max_runners.is_some_and(|max| max > 1),
+        "the set records the AutoscaleSet's maxRunners"
+    );
+
+    decide(&t, 1, 1).await;
+    eventually("a runner with a Pod", || async {
+        let rs = runners(&t).await;
+        rs.len() == 1 && t.api::<Pod>().get_opt(&rs[0].name_any()).await.unwrap().is_some()
+    })
+    .await;
+    let first = runners(&t).await[0].name_any();
+    // As the listener records the runner's job and then its end; the runner's Pod still runs.
+    let ended =
+        serde_json::json!({"status": {"job": {"requestId": 7, "jobId": "job-7", "result": "succeeded"}}});
+    t.api::<EphemeralRunner>()
+        .patch_status(&first, &PatchParams::default(), &Patch::Merge(ended))
+        .await
+        .unwrap();
+
+    // The listener's next decision counts the end and a new job.
+    decide_spec(
+        &t,
+        serde_json::json!({"replicas": 1, "patchSequence": 2, "jobEnds": 1}),
+    )
+    .await;
+    eventually("a runner for the new job beside the finishing one", || async {
+        let rs = runners(&t).await;
+        rs.len() == 2 && observed(&t).await == 2
+    })
+    .await;
+    let finishing = t.api::<EphemeralRunner>().get(&first).await.unwrap();
+    assert!(
+        finishing.metadata.deletion_timestamp.is_none(),
+        "the finishing runner was still there"
+    );
+
+    controllers.stop().await;
+}

@@ -158,6 +158,7 @@ async fn create_objects(t: &Target, gh: &GitHub, config: &ListenerConfig) {
             patch_sequence: 0,
             job_ends: 0,
             beyond_max: 0,
+            max_runners: None,
             runner_template: template(),
             runner_config: runner_config(gh),
         },

@@ -58,6 +58,12 @@ pub struct EphemeralRunnerSetSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub job_ends: i64,
+    /// The most runners that may exist at once, finishing ones included (the AutoscaleSet's
+    /// `maxRunners`, copied by the controller). Absent, no more than `replicas`: new runners
+    /// then wait for finishing ones to go even below the maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_runners: Option<i32>,
     /// Pod template of new runners, resolved by the controller.
     pub runner_template: PodTemplate,
     /// Registration settings of new runners.
