@@ -78,6 +78,8 @@ struct Entry {
     since: Instant,
     job_ends: i64,
     scale_set_id: i64,
+    /// The last message session the listener reported.
+    listener_session: Option<String>,
     finishes: VecDeque<Instant>,
     unpaired_ends: VecDeque<Instant>,
     carried_out: Option<CarriedOut>,
@@ -87,12 +89,13 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(seen: Seen, now: Instant, present: Vec<String>) -> Self {
+    fn new(seen: Seen<'_>, now: Instant, present: Vec<String>) -> Self {
         Self {
             sequence: seen.sequence,
             since: now,
             job_ends: seen.job_ends,
             scale_set_id: seen.scale_set_id,
+            listener_session: seen.listener_session.map(str::to_owned),
             finishes: VecDeque::new(),
             unpaired_ends: VecDeque::new(),
             carried_out: None,
@@ -114,13 +117,15 @@ impl Entry {
 
 /// A set's decision as a reconcile reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub struct Seen<'a> {
     /// `spec.patchSequence`.
     pub sequence: i64,
     /// `spec.jobEnds`: the listener's sum of job ends counted.
     pub job_ends: i64,
     /// The scale set the set's runners register with now (its listener counts only its jobs).
     pub scale_set_id: i64,
+    /// The listener's message session (`status.listener.sessionId`), while one is open.
+    pub listener_session: Option<&'a str>,
 }
 
 /// A runner that finished: its name and the scale set it was registered with.
@@ -151,7 +156,7 @@ impl DecisionClock {
     pub fn standing(
         &self,
         key: &str,
-        seen: Seen,
+        seen: Seen<'_>,
         now: Instant,
         runners: impl FnOnce() -> Vec<String>,
     ) -> Standing {
@@ -159,6 +164,7 @@ impl DecisionClock {
             sequence,
             job_ends,
             scale_set_id,
+            listener_session,
         } = seen;
         let mut sets = self.lock();
         let entry = sets
@@ -174,6 +180,19 @@ impl DecisionClock {
             entry.scale_set_id = scale_set_id;
             entry.finishes.clear();
             entry.unpaired_ends.clear();
+        }
+        // A new listener session: a listener that died may have taken job ends it had
+        // counted but not written along (their messages acknowledged), and their finishes
+        // would hold runners back for the whole pairing window. Its successor's decisions
+        // come from current statistics, which no longer count those jobs.
+        if let Some(session) = listener_session
+            && entry.listener_session.as_deref() != Some(session)
+        {
+            if entry.listener_session.is_some() {
+                entry.finishes.clear();
+                entry.unpaired_ends.clear();
+            }
+            entry.listener_session = Some(session.to_owned());
         }
         entry.expire(now);
         // A smaller sum means the set's spec was written anew; nothing to pair from it.
@@ -265,11 +284,12 @@ mod tests {
 
     const SCALE_SET: i64 = 7;
 
-    fn seen(sequence: i64, job_ends: i64) -> Seen {
+    fn seen(sequence: i64, job_ends: i64) -> Seen<'static> {
         Seen {
             sequence,
             job_ends,
             scale_set_id: SCALE_SET,
+            listener_session: Some("first"),
         }
     }
 
@@ -522,9 +542,8 @@ mod tests {
         clock.standing("ns/ci", seen(1, 4), t, Vec::new);
         clock.runner_finished("ns/ci", ran("a"), t);
         let again = Seen {
-            sequence: 2,
-            job_ends: 4,
             scale_set_id: SCALE_SET + 1,
+            ..seen(2, 4)
         };
         let s = clock.standing("ns/ci", again, t, Vec::new);
         assert_eq!(s.uncounted_finishes, 0, "the old one's finish waits no more");
@@ -538,5 +557,44 @@ mod tests {
         };
         clock.runner_finished("ns/ci", new, t);
         assert_eq!(clock.standing("ns/ci", again, t, Vec::new).uncounted_finishes, 1);
+    }
+
+    #[test]
+    fn a_new_listener_session_drops_finishes_waiting_for_their_ends() {
+        // The listener died holding a job end back; its successor never reports it.
+        let clock = DecisionClock::default();
+        let t = Instant::now();
+        clock.standing("ns/ci", seen(1, 0), t, Vec::new);
+        clock.runner_finished("ns/ci", ran("a"), t);
+        assert_eq!(
+            clock
+                .standing("ns/ci", seen(2, 0), t, Vec::new)
+                .uncounted_finishes,
+            1
+        );
+        // A closed session (a listener stopping) changes nothing yet.
+        let closed = Seen {
+            listener_session: None,
+            ..seen(2, 0)
+        };
+        assert_eq!(clock.standing("ns/ci", closed, t, Vec::new).uncounted_finishes, 1);
+        let successor = Seen {
+            listener_session: Some("second"),
+            ..seen(3, 0)
+        };
+        let s = clock.standing("ns/ci", successor, t, Vec::new);
+        assert_eq!((s.uncounted_finishes, s.unfinished_ends), (0, 0));
+        // Pairing goes on as before with the new session.
+        clock.runner_finished("ns/ci", ran("b"), t);
+        let s = clock.standing(
+            "ns/ci",
+            Seen {
+                job_ends: 1,
+                ..successor
+            },
+            t,
+            Vec::new,
+        );
+        assert_eq!((s.uncounted_finishes, s.unfinished_ends), (0, 0));
     }
 }

@@ -126,6 +126,11 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         sequence: set.spec.patch_sequence,
         job_ends: set.spec.job_ends,
         scale_set_id: set.spec.runner_config.scale_set_id,
+        listener_session: set
+            .status
+            .as_ref()
+            .and_then(|s| s.listener.as_ref())
+            .and_then(|l| l.session_id.as_deref()),
     };
     let standing = ctx.decisions.standing(&decision_key, seen, Instant::now(), || {
         by_name.keys().cloned().collect()

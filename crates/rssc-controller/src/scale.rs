@@ -233,13 +233,16 @@ pub fn plan(
         .filter(|r| !r.deleting && r.state == RunnerState::Failed)
         .count();
     // Finishing runners still hold their Pods, so there are never more runners than
-    // maxRunners allows: new runners wait for finishing ones to go when the maximum is reached,
-    // and below it only for those whose jobs the decision still counts. Tearing a Pod down can
-    // take many seconds on a real node, and a job that came meanwhile should not wait for it.
+    // maxRunners allows: new runners wait for finishing ones to go when the maximum is reached.
+    // Below it they wait only for those the decision may still count: a recorded end it does
+    // not count yet, or an end known from the count alone (a miscount there, such as an end
+    // counted twice by a listener that died, must not make a runner too many). Tearing a Pod
+    // down can take many seconds on a real node, and a job that came meanwhile should not
+    // wait for it.
     let wanted = decision.replicas.saturating_sub(live.len());
     let cap = decision.max_runners.unwrap_or(decision.replicas);
     let room = wanted
-        .saturating_sub(uncounted_finishing)
+        .saturating_sub(uncounted_finishing + unrecorded_ends)
         .min(cap.saturating_sub(live.len() + finishing));
     plan.waiting_for_finishing = wanted - room;
     // Runners that finished a job the decision still counts are no shortfall, new decision or
@@ -375,13 +378,14 @@ mod tests {
         );
         assert_eq!(p.scale_down, 0);
 
-        // Its record of the end not read yet, the ended runner still looks busy.
+        // Its record of the end not read yet, the ended runner still looks busy: known from
+        // the count alone, its place is kept until the record comes or the runner goes.
         let unread = [
             runner("ended", RunnerState::Busy, 60),
             runner("busy", RunnerState::Busy, 60),
         ];
         let p = plan(counted, &unread, &CURRENT, now(), GRACE);
-        assert_eq!((p.create, p.waiting_for_finishing), (1, 0));
+        assert_eq!((p.create, p.waiting_for_finishing, p.scale_down), (0, 1, 0));
 
         // A decision written before the end still counts the finishing runner's job.
         let before = Decision {
