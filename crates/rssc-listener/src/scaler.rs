@@ -107,12 +107,7 @@ impl Decider {
     /// maximum, at `now`, if one is due now.
     pub fn decide(&mut self, desired: i32, beyond_max: i32, now: Instant) -> Option<Decision> {
         self.holding = false;
-        let decision = Decision {
-            replicas: desired,
-            beyond_max,
-            sequence: self.sequence + 1,
-            job_ends: self.job_ends,
-        };
+        let decision = self.next(desired, beyond_max);
         let Some(last) = self.last else {
             return Some(decision);
         };
@@ -130,6 +125,32 @@ impl Decider {
             return None;
         }
         Some(decision)
+    }
+
+    /// The decision to write at `now` as the listener stops: like [`Decider::decide`], but a
+    /// change is not held back for the pace, so the job ends it counts are not lost with the
+    /// process (their messages are acknowledged already).
+    pub fn decide_before_stopping(
+        &mut self,
+        desired: i32,
+        beyond_max: i32,
+        now: Instant,
+    ) -> Option<Decision> {
+        let decision = self.decide(desired, beyond_max, now);
+        if decision.is_some() || !self.holding {
+            return decision;
+        }
+        self.holding = false;
+        Some(self.next(desired, beyond_max))
+    }
+
+    fn next(&self, desired: i32, beyond_max: i32) -> Decision {
+        Decision {
+            replicas: desired,
+            beyond_max,
+            sequence: self.sequence + 1,
+            job_ends: self.job_ends,
+        }
     }
 
     /// When a change [`Decider::decide`] held back for the pace becomes due, if it did.
@@ -319,6 +340,28 @@ mod tests {
         assert!(decider.held_until().is_some());
         assert_eq!(decider.decide(7, 0, later), None);
         assert_eq!(decider.held_until(), None);
+    }
+
+    #[test]
+    fn a_stopping_listener_writes_what_the_pace_holds_back() {
+        let t0 = Instant::now();
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
+        let d = decider.decide(3, 0, t0).unwrap();
+        decider.written(d, t0);
+        let soon = t0 + Duration::from_millis(200);
+        assert_eq!(
+            decider.decide_before_stopping(3, 0, soon),
+            None,
+            "nothing changed"
+        );
+        decider.jobs_ended(1);
+        assert_eq!(decider.decide(2, 0, soon), None, "held back for the pace");
+        let last = decider
+            .decide_before_stopping(2, 0, soon)
+            .expect("written at once");
+        assert_eq!((last.replicas, last.sequence, last.job_ends), (2, 2, 1));
+        decider.written(last, soon);
+        assert_eq!(decider.decide_before_stopping(2, 0, soon), None);
     }
 
     #[test]

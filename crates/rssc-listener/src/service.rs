@@ -100,6 +100,14 @@ pub struct Listener<C> {
     pub health: Health,
 }
 
+/// Whether a decision that can wait follows the pace.
+#[derive(Clone, Copy)]
+enum Pace {
+    Keep,
+    /// The listener stops: write it now.
+    Skip,
+}
+
 /// What ended a wait.
 enum Event<T> {
     Shutdown,
@@ -186,6 +194,7 @@ impl<C: Cluster> Listener<C> {
                 }
                 match event {
                     Event::Shutdown => {
+                        self.write_decision(&mut state, "stopping", Pace::Skip).await;
                         self.close_session(&session, &mut state).await;
                         break 'session;
                     }
@@ -241,6 +250,9 @@ impl<C: Cluster> Listener<C> {
                 }
             }
         }
+        // Stopping without a session (lost, or never opened): job ends counted meanwhile
+        // are written all the same.
+        self.write_decision(&mut state, "stopping", Pace::Skip).await;
         info!("listener stopped");
     }
 
@@ -447,6 +459,11 @@ impl<C: Cluster> Listener<C> {
 
     /// Decides and, when due, writes the replica count.
     async fn decide(&mut self, state: &mut State, reason: &'static str) {
+        self.write_decision(state, reason, Pace::Keep).await;
+    }
+
+    /// Decides and writes the replica count when due, or (stopping) whenever it changed.
+    async fn write_decision(&mut self, state: &mut State, reason: &'static str, pace: Pace) {
         let Some(statistics) = state.statistics else {
             return;
         };
@@ -455,7 +472,12 @@ impl<C: Cluster> Listener<C> {
         let desired = desired_runners(limits, statistics.total_assigned_jobs);
         self.metrics.record_desired(desired);
         let beyond = beyond_max(limits, statistics.total_assigned_jobs);
-        let Some(decision) = state.decider.decide(desired, beyond, Instant::now().into_std()) else {
+        let now = Instant::now().into_std();
+        let decision = match pace {
+            Pace::Keep => state.decider.decide(desired, beyond, now),
+            Pace::Skip => state.decider.decide_before_stopping(desired, beyond, now),
+        };
+        let Some(decision) = decision else {
             return;
         };
         let previous = state.decider.last_replicas();

@@ -200,11 +200,17 @@ struct Running {
 
 impl Harness {
     fn start_listener(&self) -> Running {
+        self.start_listener_with(|_| {})
+    }
+
+    /// Starts a listener with the test settings, changed by `adjust`.
+    fn start_listener_with(&self, adjust: impl FnOnce(&mut Settings)) -> Running {
         let health = Health::default();
         let mut settings = Settings::new(self.scale_set_id, "ci/linux-x64");
         settings.heartbeat = Duration::from_millis(500);
         settings.retry.base_delay = Duration::from_millis(20);
         settings.retry.max_delay = Duration::from_millis(200);
+        adjust(&mut settings);
         let labels = ScaleSetLabels::new(
             SCALE_SET,
             "ci",
@@ -413,6 +419,48 @@ async fn decisions_that_only_lower_the_count_follow_the_pace() {
         paced > 0,
         "some decisions only lowered the count: {:?}",
         written.decisions
+    );
+}
+
+/// A listener that stops while a decision waits for the pace writes it first: the job ends it
+/// counted would go with it otherwise (their messages are acknowledged), and the controller
+/// would hold a runner back for each until it gave up on their ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_listener_writes_the_job_ends_the_pace_held_back() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 5,
+    })
+    .await;
+    let listener = h.start_listener_with(|s| s.decision_pace = Duration::from_secs(600));
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let jobs = h.queue(1);
+    let (runners, stop_runners) = h.run_runners();
+    h.cluster
+        .wait_for("the job's end recorded on its runner", |w| {
+            !w.finished_runners.is_empty()
+        })
+        .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+    assert_eq!(
+        h.cluster.snapshot().decisions.last().map(|d| d.job_ends),
+        Some(0),
+        "the decision counting the end waits for the pace"
+    );
+
+    listener.stop().await;
+    let last = *h.cluster.snapshot().decisions.last().unwrap();
+    assert_eq!(
+        (last.replicas, last.job_ends),
+        (0, 1),
+        "written before the listener stopped"
+    );
+    assert!(
+        h.fake
+            .with_state(|s| s.jobs[&jobs[0]].state == JobState::Completed)
     );
 }
 
