@@ -24,7 +24,7 @@
 //!   listener records the end on the runner, and counts it in its decision; a busy runner whose
 //!   record this process has not read yet is finishing by that count. Its Pod still counts
 //!   against `maxRunners`: new runners wait for finishing ones to go at the maximum, and below
-//!   it only for those whose jobs the decision still counts.
+//!   it only for those whose jobs the decision may still count.
 //! - Scale-down offers pending runners past the node-provisioning grace first, then idle
 //!   runners, oldest first; never a runner with a job and never a pending runner still within
 //!   its grace. The reconciler asks GitHub to remove each candidate and treats
