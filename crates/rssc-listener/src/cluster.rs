@@ -62,6 +62,13 @@ pub trait Cluster: Send + Sync {
         decision: Decision,
         traceparents: &[String],
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Writes a decision to the EphemeralRunnerSet's spec if it still holds decision
+    /// `previous`; false when another was written meanwhile.
+    fn write_decision_after(
+        &self,
+        decision: Decision,
+        previous: i64,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     /// Writes the session state to the EphemeralRunnerSet's status.
     fn write_session_state(
         &self,
@@ -189,6 +196,24 @@ impl Cluster for KubeCluster {
                 action: "write decision",
                 source,
             })
+    }
+
+    async fn write_decision_after(&self, decision: Decision, previous: i64) -> Result<bool, ClusterError> {
+        let patch: json_patch::Patch =
+            serde_json::from_value(patches::decision_after(decision, previous)).expect("a valid JSON patch");
+        match self
+            .sets
+            .patch(&self.name, &params(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            // The test failed: another decision is there.
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => Ok(false),
+            Err(source) => Err(ClusterError {
+                action: "write decision",
+                source,
+            }),
+        }
     }
 
     async fn write_session_state(&self, state: &SessionState) -> Result<(), ClusterError> {

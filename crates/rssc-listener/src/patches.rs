@@ -20,6 +20,20 @@ pub fn decision(decision: Decision, traceparents: &[String]) -> Value {
     })
 }
 
+/// JSON patch of `EphemeralRunnerSet.spec` with `decision`, applied only while the spec still
+/// holds decision `previous`: a RunnerSet being deleted writes its own (no runners) under the
+/// next sequence, and a stopping listener's must not undo it. Without traceparents: a decision
+/// held back for the pace never asks for more runners.
+pub fn decision_after(decision: Decision, previous: i64) -> Value {
+    json!([
+        {"op": "test", "path": "/spec/patchSequence", "value": previous},
+        {"op": "add", "path": "/spec/replicas", "value": decision.replicas},
+        {"op": "add", "path": "/spec/beyondMax", "value": decision.beyond_max},
+        {"op": "add", "path": "/spec/patchSequence", "value": decision.sequence},
+        {"op": "add", "path": "/spec/jobEnds", "value": decision.job_ends},
+    ])
+}
+
 /// The listener's session state, as kept on the EphemeralRunnerSet's status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionState {

@@ -127,21 +127,11 @@ impl Decider {
         Some(decision)
     }
 
-    /// The decision to write at `now` as the listener stops: like [`Decider::decide`], but a
-    /// change is not held back for the pace, so the job ends it counts are not lost with the
-    /// process (their messages are acknowledged already).
-    pub fn decide_before_stopping(
-        &mut self,
-        desired: i32,
-        beyond_max: i32,
-        now: Instant,
-    ) -> Option<Decision> {
-        let decision = self.decide(desired, beyond_max, now);
-        if decision.is_some() || !self.holding {
-            return decision;
-        }
-        self.holding = false;
-        Some(self.next(desired, beyond_max))
+    /// The decision [`Decider::decide`] last held back for the pace, for `desired` runners,
+    /// if it did: the listener writes it as it stops, so the job ends it counts are not lost
+    /// with the process (their messages are acknowledged already).
+    pub fn take_held(&mut self, desired: i32, beyond_max: i32) -> Option<Decision> {
+        std::mem::take(&mut self.holding).then(|| self.next(desired, beyond_max))
     }
 
     fn next(&self, desired: i32, beyond_max: i32) -> Decision {
@@ -349,19 +339,15 @@ mod tests {
         let d = decider.decide(3, 0, t0).unwrap();
         decider.written(d, t0);
         let soon = t0 + Duration::from_millis(200);
-        assert_eq!(
-            decider.decide_before_stopping(3, 0, soon),
-            None,
-            "nothing changed"
-        );
+        assert_eq!(decider.decide(3, 0, soon), None, "nothing changed");
+        assert_eq!(decider.take_held(3, 0), None, "nothing held back");
         decider.jobs_ended(1);
         assert_eq!(decider.decide(2, 0, soon), None, "held back for the pace");
-        let last = decider
-            .decide_before_stopping(2, 0, soon)
-            .expect("written at once");
+        let last = decider.take_held(2, 0).expect("the held decision");
         assert_eq!((last.replicas, last.sequence, last.job_ends), (2, 2, 1));
+        assert_eq!(decider.held_until(), None);
         decider.written(last, soon);
-        assert_eq!(decider.decide_before_stopping(2, 0, soon), None);
+        assert_eq!(decider.take_held(2, 0), None);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub struct Listener<C> {
 #[derive(Clone, Copy)]
 enum Pace {
     Keep,
-    /// The listener stops: write it now.
+    /// The listener stops: write the decision held back, unless another was written meanwhile.
     Skip,
 }
 
@@ -472,10 +472,9 @@ impl<C: Cluster> Listener<C> {
         let desired = desired_runners(limits, statistics.total_assigned_jobs);
         self.metrics.record_desired(desired);
         let beyond = beyond_max(limits, statistics.total_assigned_jobs);
-        let now = Instant::now().into_std();
         let decision = match pace {
-            Pace::Keep => state.decider.decide(desired, beyond, now),
-            Pace::Skip => state.decider.decide_before_stopping(desired, beyond, now),
+            Pace::Keep => state.decider.decide(desired, beyond, Instant::now().into_std()),
+            Pace::Skip => state.decider.take_held(desired, beyond),
         };
         let Some(decision) = decision else {
             return;
@@ -487,8 +486,26 @@ impl<C: Cluster> Listener<C> {
         } else {
             Vec::new()
         };
-        match self.cluster.write_decision(decision, &traceparents).await {
-            Ok(()) => {
+        let written = match pace {
+            Pace::Keep => self
+                .cluster
+                .write_decision(decision, &traceparents)
+                .await
+                .map(|()| true),
+            Pace::Skip => {
+                self.cluster
+                    .write_decision_after(decision, decision.sequence - 1)
+                    .await
+            }
+        };
+        match written {
+            Ok(false) => {
+                info!(
+                    sequence = decision.sequence,
+                    "another decision was written meanwhile (the RunnerSet is being deleted); leaving it"
+                );
+            }
+            Ok(true) => {
                 state.decider.written(decision, Instant::now().into_std());
                 self.metrics.decisions.inc();
                 self.health.set(checks::KUBERNETES, Ok(()));

@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{Api, Client, api::PostParams};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
 use prometheus_client::registry::Registry;
 use rssc_api::{
     listener_config::{CONFIG_KEY, ListenerAuth, ListenerConfig},
@@ -441,4 +444,40 @@ async fn a_job_record_is_retried_past_a_passing_api_error() {
         .await
         .unwrap();
     assert_eq!(er.status.and_then(|s| s.job).map(|j| j.request_id), Some(42));
+}
+
+/// A stopping listener's held-back decision lands only while the set still holds its last
+/// one: a RunnerSet being deleted writes its own under the next sequence, and that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_written_after_another_does_not_undo_it() {
+    use rssc_listener::{cluster::Cluster as _, scaler::Decision};
+
+    let t = Target::new("listener-after").await;
+    let gh = github().await;
+    let config = listener_config(&gh, &t.namespace, 0, 10);
+    create_objects(&t, &gh, &config).await;
+    let cluster = KubeCluster::new(t.client.clone(), &t.namespace, "linux");
+    let decision = |replicas, sequence, job_ends| Decision {
+        replicas,
+        beyond_max: 0,
+        sequence,
+        job_ends,
+    };
+    cluster.write_decision(decision(3, 1, 0), &[]).await.unwrap();
+    assert!(cluster.write_decision_after(decision(2, 2, 1), 1).await.unwrap());
+    let spec = t.api::<EphemeralRunnerSet>().get("linux").await.unwrap().spec;
+    assert_eq!((spec.replicas, spec.patch_sequence, spec.job_ends), (2, 2, 1));
+
+    // The RunnerSet is deleted: no runners, under the next sequence.
+    let none = serde_json::json!({"spec": {"replicas": 0, "patchSequence": 3}});
+    t.api::<EphemeralRunnerSet>()
+        .patch("linux", &PatchParams::default(), &Patch::Merge(none))
+        .await
+        .unwrap();
+    assert!(
+        !cluster.write_decision_after(decision(1, 3, 2), 2).await.unwrap(),
+        "another decision was there"
+    );
+    let spec = t.api::<EphemeralRunnerSet>().get("linux").await.unwrap().spec;
+    assert_eq!((spec.replicas, spec.patch_sequence, spec.job_ends), (0, 3, 1));
 }

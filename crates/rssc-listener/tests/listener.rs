@@ -103,6 +103,18 @@ impl Cluster for MemoryCluster {
         Ok(())
     }
 
+    async fn write_decision_after(&self, decision: Decision, previous: i64) -> Result<bool, ClusterError> {
+        let mut applied = false;
+        self.update(|w| {
+            if w.decisions.last().map_or(0, |d| d.sequence) == previous {
+                w.decisions.push(decision);
+                w.decided_at.push(Instant::now());
+                applied = true;
+            }
+        });
+        Ok(applied)
+    }
+
     async fn write_session_state(&self, state: &SessionState) -> Result<(), ClusterError> {
         self.update(|w| w.session = state.clone());
         Ok(())
