@@ -151,9 +151,9 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>
     );
     // Creating, retrying and replacing a Pod count failures, and the cached runner can lag
     // behind our own last write (a busy watch): decide those, and failing the runner for its
-    // version, on the runner and the Pod as stored, or a crash-looping Pod is retried forever
-    // with its failures overwritten, a Pod not cached yet is taken for vanished, and a sidecar
-    // that restarted for a failed init container (the cache keeps no spec).
+    // version, on the runner and the Pod as stored. Otherwise a crash-looping Pod is retried
+    // forever with its failures overwritten, a Pod not cached yet is taken for vanished, and a
+    // sidecar's exit is taken for a failed init container (the cache keeps no spec).
     let fresh;
     let (runner, status) = if matches!(
         outcome,

@@ -462,7 +462,8 @@ impl<C: Cluster> Listener<C> {
         self.write_decision(state, reason, Pace::Keep).await;
     }
 
-    /// Decides and writes the replica count when due, or (stopping) whenever it changed.
+    /// Decides and writes the replica count when due; stopping (`Pace::Skip`), writes only the
+    /// decision held back for the pace, and only if no other was written since.
     async fn write_decision(&mut self, state: &mut State, reason: &'static str, pace: Pace) {
         let Some(statistics) = state.statistics else {
             return;

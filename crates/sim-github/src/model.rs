@@ -111,6 +111,13 @@ pub enum JobState {
     Completed,
 }
 
+impl JobState {
+    /// Counted in the scale set's `totalAssignedJobs` (a running job stays assigned).
+    fn is_assigned(self) -> bool {
+        matches!(self, JobState::Assigned | JobState::Running)
+    }
+}
+
 /// A job as the fake tracks it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -498,14 +505,11 @@ impl State {
             .filter(|j| j.scale_set_id == Some(scale_set_id));
         let mut s = StatisticsJson::default();
         for j in jobs {
+            s.total_assigned_jobs += i64::from(j.state.is_assigned());
             match j.state {
                 JobState::Available => s.total_available_jobs += 1,
                 JobState::Acquired => s.total_acquired_jobs += 1,
-                JobState::Assigned => s.total_assigned_jobs += 1,
-                JobState::Running => {
-                    s.total_assigned_jobs += 1;
-                    s.total_running_jobs += 1;
-                }
+                JobState::Running => s.total_running_jobs += 1,
                 _ => {}
             }
         }
@@ -996,7 +1000,7 @@ impl State {
         let mut assigned: HashMap<i64, i64> = HashMap::new();
         for job in self.jobs.values() {
             if let Some(ss) = job.scale_set_id
-                && matches!(job.state, JobState::Assigned | JobState::Running)
+                && job.state.is_assigned()
             {
                 *assigned.entry(ss).or_default() += 1;
             }
