@@ -95,7 +95,10 @@ async fn create_runner(t: &Target, set: &EphemeralRunnerSet, name: &str) {
 async fn failed_pods_are_retried_replaced_or_failed_as_they_deserve() {
     let t = Target::new("failures").await;
     let support::RunnerSetup {
-        controllers, asss, ..
+        fake: _fake,
+        controllers,
+        asss,
+        ..
     } = support::runner_setup(&t, support::settings()).await;
     support::create_runner_set(&t, &asss, 1).await;
     let name = one_runner_with_a_pod(&t, None).await;
@@ -177,7 +180,10 @@ async fn a_finished_runner_keeps_the_finalizers_of_others() {
     const OTHER: &str = "example.com/audit";
     let t = Target::new("other-finalizer").await;
     let support::RunnerSetup {
-        controllers, asss, ..
+        fake: _fake,
+        controllers,
+        asss,
+        ..
     } = support::runner_setup(&t, support::settings()).await;
     support::create_runner_set(&t, &asss, 1).await;
     let name = one_runner_with_a_pod(&t, None).await;
@@ -252,7 +258,10 @@ async fn a_full_resource_quota_is_a_condition_and_runners_start_once_there_is_ro
     })
     .await;
     let support::RunnerSetup {
-        controllers, asss, ..
+        fake: _fake,
+        controllers,
+        asss,
+        ..
     } = support::runner_setup(&t, support::settings()).await;
     let set = support::create_runner_set(&t, &asss, 2).await;
 

@@ -426,7 +426,10 @@ async fn a_new_template_replaces_idle_and_pending_runners_while_busy_ones_finish
 async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
     let t = Target::new("finishing").await;
     let support::RunnerSetup {
-        controllers, asss, ..
+        fake: _fake,
+        controllers,
+        asss,
+        ..
     } = support::runner_setup(&t, support::settings()).await;
     let set = support::create_runner_set(&t, &asss, 0).await;
     assert!(

@@ -293,7 +293,8 @@ pub fn runner_set_for(t: &Target, asss: &AutoscaleSet, replicas: i32) -> Ephemer
 /// A test's runner-making setup: the fake GitHub, the controllers that make runners, and the
 /// registered `linux` AutoscaleSet.
 pub struct RunnerSetup {
-    /// The fake GitHub.
+    /// The fake GitHub. Dropping it stops it: a test that does not use it binds it all the
+    /// same (`fake: _fake`), or the controllers lose GitHub once their pooled connections close.
     pub fake: Arc<FakeGitHub>,
     /// Its CA certificate.
     pub ca: String,
