@@ -190,6 +190,7 @@ fn set_digest(set: &EphemeralRunnerSet) -> u64 {
     spec.beyond_max = 0;
     spec.patch_sequence = 0;
     spec.job_ends = 0;
+    spec.job_ends_through = None;
     let mut annotations = set.annotations().clone();
     annotations.remove(rssc_api::consts::annotations::TRACEPARENT);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -230,6 +230,7 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
             replicas: 0,
             patch_sequence: 0,
             job_ends: 0,
+            job_ends_through: None,
             beyond_max: 0,
             max_runners: Some(asss.spec.max_runners),
             runner_template: template.template,
@@ -251,7 +252,16 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
     body["spec"]
         .as_object_mut()
         .expect("spec is an object")
-        .retain(|k, _| !["replicas", "beyondMax", "patchSequence", "jobEnds"].contains(&k.as_str()));
+        .retain(|k, _| {
+            ![
+                "replicas",
+                "beyondMax",
+                "patchSequence",
+                "jobEnds",
+                "jobEndsThrough",
+            ]
+            .contains(&k.as_str())
+        });
 
     // What the runners lean on: proxy environment, job-Pod permissions, cache claims.
     let owner = runner_support::Owner {

@@ -11,7 +11,7 @@ use kube::{
 };
 use rssc_api::{
     consts::field_managers,
-    v1alpha1::{EphemeralRunner, EphemeralRunnerSet, RunnerJob},
+    v1alpha1::{EphemeralRunner, EphemeralRunnerSet, MessageMark, RunnerJob},
 };
 
 use crate::{
@@ -26,6 +26,8 @@ pub struct StoredState {
     pub last_sequence: i64,
     /// The job ends of the last decision written.
     pub job_ends: i64,
+    /// The last message whose job ends `job_ends` counts.
+    pub job_ends_through: Option<MessageMark>,
     /// The session state and message cursor written last.
     pub session: SessionState,
 }
@@ -173,6 +175,7 @@ impl Cluster for KubeCluster {
         Ok(StoredState {
             last_sequence: set.spec.patch_sequence,
             job_ends: set.spec.job_ends,
+            job_ends_through: set.spec.job_ends_through,
             session: SessionState {
                 ready: false,
                 last_successful_poll: listener.last_successful_poll_time,

@@ -16,7 +16,8 @@ pub fn decision(decision: Decision, traceparents: &[String]) -> Value {
     json!({
         "metadata": {"annotations": {annotations::TRACEPARENT: traceparents}},
         "spec": {"replicas": decision.replicas, "beyondMax": decision.beyond_max,
-                 "patchSequence": decision.sequence, "jobEnds": decision.job_ends}
+                 "patchSequence": decision.sequence, "jobEnds": decision.job_ends,
+                 "jobEndsThrough": decision.job_ends_through}
     })
 }
 
@@ -25,13 +26,17 @@ pub fn decision(decision: Decision, traceparents: &[String]) -> Value {
 /// next sequence, and a stopping listener's must not undo it. Without traceparents: a decision
 /// held back for the pace never asks for more runners.
 pub fn decision_after(decision: Decision, previous: i64) -> Value {
-    json!([
-        {"op": "test", "path": "/spec/patchSequence", "value": previous},
-        {"op": "add", "path": "/spec/replicas", "value": decision.replicas},
-        {"op": "add", "path": "/spec/beyondMax", "value": decision.beyond_max},
-        {"op": "add", "path": "/spec/patchSequence", "value": decision.sequence},
-        {"op": "add", "path": "/spec/jobEnds", "value": decision.job_ends},
-    ])
+    let mut ops = vec![
+        json!({"op": "test", "path": "/spec/patchSequence", "value": previous}),
+        json!({"op": "add", "path": "/spec/replicas", "value": decision.replicas}),
+        json!({"op": "add", "path": "/spec/beyondMax", "value": decision.beyond_max}),
+        json!({"op": "add", "path": "/spec/patchSequence", "value": decision.sequence}),
+        json!({"op": "add", "path": "/spec/jobEnds", "value": decision.job_ends}),
+    ];
+    if let Some(through) = decision.job_ends_through {
+        ops.push(json!({"op": "add", "path": "/spec/jobEndsThrough", "value": through}));
+    }
+    Value::Array(ops)
 }
 
 /// The listener's session state, as kept on the EphemeralRunnerSet's status.
@@ -78,6 +83,8 @@ pub fn job_completed(result: &str, finished_at: Option<&Time>) -> Value {
 mod tests {
     use k8s_openapi::chrono::{TimeZone, Utc};
 
+    use rssc_api::v1alpha1::MessageMark;
+
     use super::*;
 
     #[test]
@@ -87,12 +94,21 @@ mod tests {
             beyond_max: 2,
             sequence: 12,
             job_ends: 3,
+            job_ends_through: Some(MessageMark {
+                scale_set_id: 4,
+                message_id: 81,
+            }),
         };
         assert_eq!(
             decision(seven, &[]),
             json!({"metadata": {"annotations": {"scaleset.actions.github.com/traceparent": null}},
-                   "spec": {"replicas": 7, "beyondMax": 2, "patchSequence": 12, "jobEnds": 3}})
+                   "spec": {"replicas": 7, "beyondMax": 2, "patchSequence": 12, "jobEnds": 3,
+                            "jobEndsThrough": {"scaleSetId": 4, "messageId": 81}}})
         );
+        // The patch reads back as the CRD's spec fields.
+        let through: MessageMark =
+            serde_json::from_value(decision(seven, &[])["spec"]["jobEndsThrough"].clone()).unwrap();
+        assert_eq!(Some(through), seven.job_ends_through);
         let traced = decision(seven, &["00-a-b-01".into(), "00-c-d-01".into()]);
         assert_eq!(
             traced["metadata"]["annotations"]["scaleset.actions.github.com/traceparent"],

@@ -20,6 +20,8 @@
 
 use std::time::{Duration, Instant};
 
+use rssc_api::v1alpha1::MessageMark;
+
 /// The scale set's limits, which the listener picks up live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -60,6 +62,8 @@ pub struct Decision {
     pub sequence: i64,
     /// Ends of jobs that ran on the set's runners, counted so far (see [`Decider::jobs_ended`]).
     pub job_ends: i64,
+    /// The last message whose job ends `job_ends` counts.
+    pub job_ends_through: Option<MessageMark>,
 }
 
 /// Decides when a desired count becomes a written decision.
@@ -76,6 +80,7 @@ pub struct Decider {
     /// A change waits for the pace: [`Decider::held_until`] tells when it is due.
     holding: bool,
     job_ends: i64,
+    job_ends_through: Option<MessageMark>,
 }
 
 /// The decision last written, and when.
@@ -100,7 +105,15 @@ impl Decider {
             jobs_ended_since_write: false,
             holding: false,
             job_ends,
+            job_ends_through: None,
         }
+    }
+
+    /// Continues from `through`, the last message whose job ends the stored sum counts (read
+    /// back with it): a message GitHub delivers again is not counted twice.
+    pub fn counted_through(mut self, through: Option<MessageMark>) -> Self {
+        self.job_ends_through = through;
+        self
     }
 
     /// The decision to write for `desired` runners, `beyond_max` more left out by the
@@ -140,6 +153,7 @@ impl Decider {
             beyond_max,
             sequence: self.sequence + 1,
             job_ends: self.job_ends,
+            job_ends_through: self.job_ends_through,
         }
     }
 
@@ -149,16 +163,29 @@ impl Decider {
         Some(last.at + self.pace)
     }
 
-    /// Jobs ended, `on_runners` of them on the set's runners (the rest were canceled before a
-    /// runner took them). The next decision is due even if the count did not change, so the
-    /// controller replaces finished runners while jobs wait; and it carries the running sum of
-    /// ends on runners, which the controller pairs with the runners it saw finish to tell
-    /// whether a decision still counts their jobs.
-    pub fn jobs_ended(&mut self, on_runners: usize) {
+    /// Jobs ended in `message`, `on_runners` of them on the set's runners (the rest were
+    /// canceled before a runner took them). The next decision is due even if the count did
+    /// not change, so the controller replaces finished runners while jobs wait; and it carries
+    /// the running sum of ends on runners, which the controller pairs with the runners it saw
+    /// finish to tell whether a decision still counts their jobs.
+    ///
+    /// A message counted before (GitHub delivers it again until it is acknowledged, and the
+    /// acknowledgement comes after the decision) is not counted again: returns whether this
+    /// one was. GitHub numbers a scale set's messages in increasing order and delivers them
+    /// in that order, so any message up to the last one counted was counted.
+    pub fn jobs_ended(&mut self, message: MessageMark, on_runners: usize) -> bool {
+        let counted = self.job_ends_through.is_some_and(|through| {
+            through.scale_set_id == message.scale_set_id && message.message_id <= through.message_id
+        });
+        if counted {
+            return false;
+        }
+        self.job_ends_through = Some(message);
         let ended = i64::try_from(on_runners).unwrap_or(i64::MAX);
         self.job_ends = self.job_ends.saturating_add(ended);
         self.ends_since_write = self.ends_since_write.saturating_add(ended);
         self.jobs_ended_since_write = true;
+        true
     }
 
     /// The replica count last written, if any.
@@ -186,6 +213,13 @@ mod tests {
     use super::*;
 
     const PACE: Duration = Duration::from_secs(1);
+
+    fn message(message_id: i64) -> MessageMark {
+        MessageMark {
+            scale_set_id: 1,
+            message_id,
+        }
+    }
 
     const LIMITS: Limits = Limits {
         min_runners: 2,
@@ -268,7 +302,8 @@ mod tests {
                 replicas: 3,
                 beyond_max: 0,
                 sequence: 42,
-                job_ends: 0
+                job_ends: 0,
+                job_ends_through: None,
             }
         );
         decider.written(first, t0);
@@ -285,7 +320,8 @@ mod tests {
                 replicas: 4,
                 beyond_max: 0,
                 sequence: 44,
-                job_ends: 0
+                job_ends: 0,
+                job_ends_through: None,
             }
         );
     }
@@ -297,7 +333,7 @@ mod tests {
         let d = decider.decide(10, 4, t0).unwrap();
         decider.written(d, t0);
         assert_eq!(decider.decide(10, 4, t0), None);
-        decider.jobs_ended(2);
+        decider.jobs_ended(message(1), 2);
         let again = decider
             .decide(10, 3, t0)
             .expect("at once: the controller replaces the finished runners");
@@ -314,10 +350,10 @@ mod tests {
         let d = decider.decide(10, 0, t0).unwrap();
         decider.written(d, t0);
         let soon = t0 + Duration::from_millis(200);
-        decider.jobs_ended(1);
+        decider.jobs_ended(message(2), 1);
         assert_eq!(decider.decide(9, 0, soon), None);
         assert_eq!(decider.held_until(), Some(t0 + PACE));
-        decider.jobs_ended(2);
+        decider.jobs_ended(message(3), 2);
         assert_eq!(decider.decide(7, 0, soon), None);
         let due = decider.decide(7, 0, t0 + PACE).expect("due after the pace");
         assert_eq!((due.replicas, due.sequence, due.job_ends), (7, 2, 3));
@@ -341,7 +377,7 @@ mod tests {
         let soon = t0 + Duration::from_millis(200);
         assert_eq!(decider.decide(3, 0, soon), None, "nothing changed");
         assert_eq!(decider.take_held(3, 0), None, "nothing held back");
-        decider.jobs_ended(1);
+        decider.jobs_ended(message(4), 1);
         assert_eq!(decider.decide(2, 0, soon), None, "held back for the pace");
         let last = decider.take_held(2, 0).expect("the held decision");
         assert_eq!((last.replicas, last.sequence, last.job_ends), (2, 2, 1));
@@ -357,7 +393,7 @@ mod tests {
         let d = decider.decide(5, 0, t0).unwrap();
         decider.written(d, t0);
         // Two jobs ended and one new job came: 4 runners, one more than the ends leave.
-        decider.jobs_ended(2);
+        decider.jobs_ended(message(5), 2);
         let d = decider.decide(4, 0, t0).expect("a runner for the new job");
         assert_eq!((d.replicas, d.job_ends), (4, 2));
         decider.written(d, t0);
@@ -378,13 +414,13 @@ mod tests {
         assert_eq!(d.job_ends, 40, "a restarted listener goes on from the stored sum");
         decider.written(d, t0);
         assert_eq!(decider.decide(10, 0, t0), None, "no job ended");
-        decider.jobs_ended(3);
+        decider.jobs_ended(message(6), 3);
         let d = decider
             .decide(10, 0, t0)
             .expect("due: the controller waits for these");
         assert_eq!((d.sequence, d.job_ends), (9, 43));
         decider.written(d, t0);
-        decider.jobs_ended(2);
+        decider.jobs_ended(message(7), 2);
         assert_eq!(decider.decide(9, 0, t0).unwrap().job_ends, 45);
     }
 
@@ -395,5 +431,45 @@ mod tests {
         let d = decider.decide(5, 0, t0).unwrap();
         // The patch failed: nothing recorded, so the next message decides again.
         assert_eq!(decider.decide(5, 0, t0 + Duration::from_secs(1)), Some(d));
+    }
+
+    #[test]
+    fn a_message_delivered_again_is_not_counted_again() {
+        let t0 = Instant::now();
+        let mut decider = Decider::new(Duration::from_secs(60), PACE, 0, 0);
+        let d = decider.decide(5, 0, t0).unwrap();
+        decider.written(d, t0);
+        assert!(decider.jobs_ended(message(7), 2));
+        let d = decider.decide(5, 2, t0).unwrap();
+        assert_eq!((d.job_ends, d.job_ends_through), (2, Some(message(7))));
+        decider.written(d, t0);
+        // The acknowledgement failed: GitHub delivers message 7 again.
+        assert!(!decider.jobs_ended(message(7), 2));
+        assert_eq!(decider.decide(5, 2, t0), None, "nothing new to write");
+        assert!(decider.jobs_ended(message(8), 1));
+        assert_eq!(decider.decide(5, 2, t0).unwrap().job_ends, 3);
+    }
+
+    #[test]
+    fn a_restarted_listener_does_not_count_the_message_it_had_counted_again() {
+        let t0 = Instant::now();
+        let mut decider =
+            Decider::new(Duration::from_secs(60), PACE, 9, 40).counted_through(Some(message(7)));
+        assert!(!decider.jobs_ended(message(6), 1), "acknowledged long ago");
+        assert!(!decider.jobs_ended(message(7), 2), "written, not acknowledged");
+        let d = decider.decide(5, 0, t0).unwrap();
+        assert_eq!((d.job_ends, d.job_ends_through), (40, Some(message(7))));
+        decider.written(d, t0);
+        assert!(decider.jobs_ended(message(8), 2));
+        let other_set = MessageMark {
+            scale_set_id: 2,
+            message_id: 1,
+        };
+        assert!(
+            decider.jobs_ended(other_set, 1),
+            "a scale set registered again numbers its own messages"
+        );
+        let d = decider.decide(5, 0, t0 + PACE).unwrap();
+        assert_eq!((d.job_ends, d.job_ends_through), (43, Some(other_set)));
     }
 }

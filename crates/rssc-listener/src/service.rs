@@ -4,8 +4,9 @@
 //! For each message: acquire the jobs offered, record jobs that runners started (the busy mark
 //! that protects them from scale-down), decide and write the replica count, then acknowledge
 //! the message and write the cursor. Acknowledging last means a crash before the ack replays
-//! the message, so nothing is lost. Every step is idempotent but the job-end count: a crash
-//! between the decision and the ack counts that message's ends twice (see docs/listener.md).
+//! the message, so nothing is lost. Every step is idempotent: the writes are, and the job-end
+//! count goes with the last message it counts, so a message delivered again (after a failed
+//! ack, or to the next listener after a crash) is not counted twice.
 //!
 //! Errors never end the process: transient ones back off and retry; an evicted session is
 //! created again; a session held by someone else (usually a predecessor that died) backs off
@@ -16,6 +17,7 @@ use std::{future::Future, time::Duration};
 
 use futures::{StreamExt, stream};
 
+use rssc_api::v1alpha1::MessageMark;
 use rssc_github::{
     ActionsClient, Error as GitHubError, MessageSession, ScaleSetMessage, Statistics, backoff::RetryPolicy,
 };
@@ -125,6 +127,9 @@ struct State {
     sessions_created: u64,
     state_written: Option<Instant>,
     traces: JobTraces,
+    /// The last message this process handled: one delivered again (its ack failed) does not
+    /// count its jobs in the metrics and traces again.
+    handled_through: Option<i64>,
 }
 
 impl<C: Cluster> Listener<C> {
@@ -140,12 +145,14 @@ impl<C: Cluster> Listener<C> {
                 self.settings.decision_pace,
                 stored.last_sequence,
                 stored.job_ends,
-            ),
+            )
+            .counted_through(stored.job_ends_through),
             session: stored.session,
             statistics: None,
             sessions_created: 0,
             state_written: None,
             traces: JobTraces::default(),
+            handled_through: None,
         };
         self.close_left_over_session(&mut state.session).await;
 
@@ -379,8 +386,14 @@ impl<C: Cluster> Listener<C> {
 
     async fn process(&mut self, session: &mut MessageSession, message: ScaleSetMessage, state: &mut State) {
         let handled = handle(&message);
+        let again = state.handled_through.is_some_and(|id| message.message_id <= id);
+        state.handled_through = Some(state.handled_through.unwrap_or(0).max(message.message_id));
         self.metrics.record_statistics(&handled.statistics);
-        self.metrics.record_jobs(&handled);
+        if again {
+            debug!(message_id = message.message_id, "a message delivered again");
+        } else {
+            self.metrics.record_jobs(&handled);
+        }
         let mut acquired = Vec::new();
         if !handled.acquire.is_empty() {
             match self.client.acquire_jobs(session, &handled.acquire).await {
@@ -397,9 +410,11 @@ impl<C: Cluster> Listener<C> {
                 }
             }
         }
-        state
-            .traces
-            .observe(self.settings.scale_set_id, &message, &acquired);
+        if !again {
+            state
+                .traces
+                .observe(self.settings.scale_set_id, &message, &acquired);
+        }
         self.record_jobs(&handled).await;
         state.statistics = Some(handled.statistics);
         if !handled.completed.is_empty() {
@@ -408,7 +423,16 @@ impl<C: Cluster> Listener<C> {
                 .iter()
                 .filter(|c| !c.runner_name.is_empty())
                 .count();
-            state.decider.jobs_ended(on_runners);
+            let mark = MessageMark {
+                scale_set_id: self.settings.scale_set_id,
+                message_id: message.message_id,
+            };
+            if !state.decider.jobs_ended(mark, on_runners) {
+                debug!(
+                    message_id = message.message_id,
+                    "the job ends of this message are counted already"
+                );
+            }
         }
         self.decide(state, "message").await;
         match self.client.delete_message(session, message.message_id).await {

@@ -160,6 +160,7 @@ async fn create_objects(t: &Target, gh: &GitHub, config: &ListenerConfig) {
             replicas: 0,
             patch_sequence: 0,
             job_ends: 0,
+            job_ends_through: None,
             beyond_max: 0,
             max_runners: None,
             runner_template: template(),
@@ -450,6 +451,7 @@ async fn a_job_record_is_retried_past_a_passing_api_error() {
 /// one: a RunnerSet being deleted writes its own under the next sequence, and that stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_written_after_another_does_not_undo_it() {
+    use rssc_api::v1alpha1::MessageMark;
     use rssc_listener::{cluster::Cluster as _, scaler::Decision};
 
     let t = Target::new("listener-after").await;
@@ -457,16 +459,27 @@ async fn a_decision_written_after_another_does_not_undo_it() {
     let config = listener_config(&gh, &t.namespace, 0, 10);
     create_objects(&t, &gh, &config).await;
     let cluster = KubeCluster::new(t.client.clone(), &t.namespace, "linux");
+    let through = |message_id| MessageMark {
+        scale_set_id: gh.scale_set_id,
+        message_id,
+    };
     let decision = |replicas, sequence, job_ends| Decision {
         replicas,
         beyond_max: 0,
         sequence,
         job_ends,
+        job_ends_through: (job_ends > 0).then(|| through(job_ends + 10)),
     };
     cluster.write_decision(decision(3, 1, 0), &[]).await.unwrap();
     assert!(cluster.write_decision_after(decision(2, 2, 1), 1).await.unwrap());
     let spec = t.api::<EphemeralRunnerSet>().get("linux").await.unwrap().spec;
     assert_eq!((spec.replicas, spec.patch_sequence, spec.job_ends), (2, 2, 1));
+    let stored = cluster.read_state().await.unwrap();
+    assert_eq!(
+        (stored.last_sequence, stored.job_ends, stored.job_ends_through),
+        (2, 1, Some(through(11))),
+        "a restarted listener reads back the last message its count went with"
+    );
 
     // The RunnerSet is deleted: no runners, under the next sequence.
     let none = serde_json::json!({"spec": {"replicas": 0, "patchSequence": 3}});

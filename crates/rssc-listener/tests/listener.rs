@@ -91,6 +91,7 @@ impl Cluster for MemoryCluster {
         Ok(StoredState {
             last_sequence: w.decisions.last().map_or(0, |d| d.sequence),
             job_ends: w.decisions.last().map_or(0, |d| d.job_ends),
+            job_ends_through: w.decisions.last().and_then(|d| d.job_ends_through),
             session: w.session,
         })
     }
@@ -473,6 +474,106 @@ async fn a_stopping_listener_writes_the_job_ends_the_pace_held_back() {
     assert!(
         h.fake
             .with_state(|s| s.jobs[&jobs[0]].state == JobState::Completed)
+    );
+}
+
+/// GitHub delivers a message again until it is acknowledged, and the listener acknowledges
+/// after writing its decision. A message whose acknowledgement failed, or whose listener died
+/// before acknowledging it, comes again: its job ends are in `jobEnds` already and must not be
+/// counted twice (the controller would take a second end for a runner that never finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 5,
+    })
+    .await;
+    // Every decision is written before its message is acknowledged.
+    let no_pace = |s: &mut Settings| s.decision_pace = Duration::ZERO;
+    let first = h.start_listener_with(no_pace);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    h.queue(1);
+    h.cluster
+        .wait_for("a runner for the job", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 1)
+        })
+        .await;
+    let jit = h
+        .client
+        .generate_jit_config(h.scale_set_id, "runner-1", "_work")
+        .await
+        .unwrap();
+    let runner = h.fake.runner_start(jit.encoded_jit_config.expose()).unwrap();
+    eventually("the runner takes the job", || {
+        h.fake.runner_take_job(runner.runner_id).unwrap().is_some()
+    })
+    .await;
+    h.cluster
+        .wait_for("the job's start recorded", |w| {
+            w.busy_runners.contains("runner-1")
+        })
+        .await;
+    eventually("every message so far acknowledged", || {
+        !h.fake
+            .with_state(|s| s.scale_sets[&h.scale_set_id].messages_pending())
+    })
+    .await;
+
+    // Every acknowledgement fails from now on (the client retries each a few times).
+    let acks = "/scalesets/message/";
+    h.fake.inject(FaultKind::Status(500), u32::MAX, Some(acks));
+    h.fake.runner_finish(runner.runner_id, "succeeded").unwrap();
+    let counted = h
+        .cluster
+        .wait_for("the decision counting the job's end", |w| {
+            w.decisions.last().is_some_and(|d| d.job_ends > 0)
+        })
+        .await;
+    let through = counted.decisions.last().unwrap().job_ends_through.unwrap();
+    assert_eq!(through.scale_set_id, h.scale_set_id);
+    let ack_path = format!("{acks}{}", through.message_id);
+    let failed_acks = || {
+        h.fake
+            .calls()
+            .iter()
+            .filter(|c| c.method == "DELETE" && c.path.ends_with(&ack_path) && c.status == 500)
+            .count()
+    };
+    // Each delivery is acknowledged (and retried) at least twice.
+    eventually("the message delivered three times", || failed_acks() >= 6).await;
+    let again = h.cluster.snapshot();
+    assert_eq!(
+        again.decisions.iter().map(|d| d.job_ends).max(),
+        Some(1),
+        "the listener that counted it: {:?}",
+        again.decisions
+    );
+
+    // The listener dies before any acknowledgement goes through; the next one gets the
+    // message and counts its end only if the stored count does not hold it.
+    first.task.abort();
+    let _ = first.task.await;
+    h.fake.clear_faults();
+    let decisions_before = h.cluster.snapshot().decisions.len();
+    let second = h.start_listener_with(no_pace);
+    eventually("the message acknowledged after the restart", || {
+        h.fake
+            .calls()
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path.ends_with(&ack_path) && c.status == 204)
+    })
+    .await;
+    second.stop().await;
+    let after = h.cluster.snapshot();
+    let restarted = &after.decisions[decisions_before..];
+    assert!(!restarted.is_empty(), "the restarted listener decided");
+    assert!(
+        restarted
+            .iter()
+            .all(|d| d.job_ends == 1 && d.job_ends_through == Some(through)),
+        "the restarted listener: {restarted:?}"
     );
 }
 

@@ -212,6 +212,13 @@ pub struct ScaleSet {
     unacked: BTreeMap<i64, MessageJson>,
 }
 
+impl ScaleSet {
+    /// Whether job events wait for a message, or a delivered message for its acknowledgement.
+    pub fn messages_pending(&self) -> bool {
+        !self.outbox.is_empty() || !self.unacked.is_empty()
+    }
+}
+
 /// A message session.
 #[derive(Debug, Clone)]
 pub struct Session {

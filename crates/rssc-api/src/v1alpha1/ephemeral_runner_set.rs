@@ -11,7 +11,7 @@ use super::{
 };
 
 /// A RunnerSet's runners. The listener writes its decision (`replicas`, `beyondMax`,
-/// `patchSequence`, `jobEnds`); the controller writes the rest and creates or removes
+/// `patchSequence`, `jobEnds`, `jobEndsThrough`); the controller writes the rest and creates or removes
 /// EphemeralRunners to match, never removing a busy one.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -58,6 +58,12 @@ pub struct EphemeralRunnerSetSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub job_ends: i64,
+    /// The last message whose job ends `jobEnds` counts. GitHub delivers a message again
+    /// until it is acknowledged, and the listener acknowledges after writing its decision: a
+    /// listener restarted in between reads this back and does not count the message's ends
+    /// a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ends_through: Option<MessageMark>,
     /// The most runners that may exist at once, finishing ones included (the AutoscaleSet's
     /// `maxRunners`, copied by the controller). Absent, no more than `replicas`: new runners
     /// then wait for finishing ones to go even below the maximum.
@@ -68,6 +74,16 @@ pub struct EphemeralRunnerSetSpec {
     pub runner_template: PodTemplate,
     /// Registration settings of new runners.
     pub runner_config: RunnerConfig,
+}
+
+/// One message of a scale set's message queue.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageMark {
+    /// The scale set's ID on GitHub (message IDs mean nothing for another scale set).
+    pub scale_set_id: i64,
+    /// The message's ID; GitHub numbers a scale set's messages in increasing order.
+    pub message_id: i64,
 }
 
 /// Observed state of an EphemeralRunnerSet.

@@ -273,6 +273,7 @@ pub fn runner_set_for(t: &Target, asss: &AutoscaleSet, replicas: i32) -> Ephemer
             replicas,
             patch_sequence: i64::from(replicas > 0),
             job_ends: 0,
+            job_ends_through: None,
             beyond_max: 0,
             max_runners: Some(asss.spec.max_runners),
             runner_template: resolve(source, &RunnerDefaults::default()).unwrap().template,
