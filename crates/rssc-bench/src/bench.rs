@@ -9,6 +9,7 @@ use anyhow::{Context as _, ensure};
 use rssc_sandbox::{binaries, manifests};
 
 use crate::{
+    build,
     case::{self, Env},
     cli::Args,
     figures, limit, machine, plan, render,
@@ -99,6 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         machine: machine::describe(),
         settings: Settings {
             profile: binaries::profile_of(&bin_dir).unwrap_or_else(|| "unknown".into()),
+            build: build::describe(&bin_dir, "rssc-listener"),
             kube_qps: args.kube_qps,
             kube_burst: args.kube_burst,
             runner_concurrency: args.runner_concurrency,

@@ -1,6 +1,7 @@
 //! The `rssc-bench` binary (`just bench`): figures, not pass/fail tests.
 
 mod bench;
+mod build;
 mod case;
 mod cli;
 mod cpu;

@@ -89,9 +89,18 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     );
     let _ = writeln!(
         out,
-        "| Binaries | {} profile; controller Kubernetes client QPS {} / burst {}, {} EphemeralRunner \
+        "| Binaries | {} profile{}; controller Kubernetes client QPS {} / burst {}, {} EphemeralRunner \
          reconciles at once; fake GitHub long-poll window {} s |\n",
-        s.profile, s.kube_qps, s.kube_burst, s.runner_concurrency, s.long_poll_window_s
+        s.profile,
+        if s.build.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", s.build)
+        },
+        s.kube_qps,
+        s.kube_burst,
+        s.runner_concurrency,
+        s.long_poll_window_s
     );
     let _ = writeln!(
         out,
@@ -531,6 +540,7 @@ mod tests {
             },
             settings: Settings {
                 profile: "release".into(),
+                build: "x86_64-unknown-linux-musl, statically linked".into(),
                 kube_qps: 500,
                 kube_burst: 1000,
                 runner_concurrency: 32,
@@ -571,6 +581,24 @@ mod tests {
         assert!(page.contains("| 80 ms / 900 ms | **missed** |"), "{page}");
         assert!(page.contains("| ≤ 6 | 5.5 | met |"), "{page}");
         assert!(page.contains("| ≤ 1 s | – | not measured |"), "{page}");
+    }
+
+    #[test]
+    fn the_page_says_which_build_it_measured() {
+        let now = page(&run(), "x.json");
+        assert!(
+            now.contains(
+                "| Binaries | release profile, x86_64-unknown-linux-musl, statically linked; controller"
+            ),
+            "{now}"
+        );
+        let mut older = run();
+        older.settings.build.clear();
+        let before = page(&older, "x.json");
+        assert!(
+            before.contains("| Binaries | release profile; controller"),
+            "{before}"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct BenchResult {
 pub struct Settings {
     /// Cargo profile of the controller and listener binaries.
     pub profile: String,
+    /// Their target and linking (see [`crate::build`]); empty in runs from before it was
+    /// recorded, which measured host builds.
+    #[serde(default)]
+    pub build: String,
     /// The controller's Kubernetes client QPS (and the limit client's).
     pub kube_qps: u32,
     /// The controller's Kubernetes client burst (and the limit client's).
