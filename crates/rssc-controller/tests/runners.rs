@@ -471,3 +471,46 @@ async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
 
     controllers.stop().await;
 }
+
+/// A Kubernetes 1.30 API server answers `AlreadyExists` when the name it generated for a new
+/// runner is taken (it does not try another, as later ones do). The set sends the create
+/// again at once: the runner comes with the same reconcile, which counts no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_runner_name_already_taken_is_generated_again() {
+    let t = Target::new("name-taken").await;
+    let (fake, ca) = github().await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
+    let _controllers = Controllers::start(
+        &ctx,
+        &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    support::create_runner_set(&t, &asss, 0).await;
+
+    proxy.faults().refuse_generated_name("ephemeralrunners", 2);
+    decide(&t, 3, 1).await;
+    eventually("three runners for the decision", || async {
+        runners(&t).await.len() == 3 && observed(&t).await == 1
+    })
+    .await;
+    let creates: Vec<u16> = proxy
+        .faults()
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "create" && r.resource == "ephemeralrunners")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        (creates.iter().filter(|c| **c == 409).count(), creates.len()),
+        (2, 5),
+        "two names taken, each tried again: {creates:?}"
+    );
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &ctx.registry).unwrap();
+    let errors =
+        r#"rssc_controller_reconcile_errors_total{kind="EphemeralRunnerSet",category="kubernetes"} 0"#;
+    assert!(metrics.contains(errors), "{metrics}");
+}

@@ -43,12 +43,25 @@ struct Log {
 /// How many requests the log keeps; counts cover every request.
 pub const LOG_LIMIT: usize = 100_000;
 
+/// How a write refused on purpose is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// 409 `Conflict`: the object changed meanwhile.
+    Conflict,
+    /// 500 `InternalError`.
+    ServerError,
+    /// 409 `AlreadyExists` on a create with `generateName`: what an API server answers when
+    /// the name it generated is taken, unless its `RetryGenerateName` feature (on by default
+    /// from Kubernetes 1.31) tries other names first.
+    NameTaken,
+}
+
 /// Requests of one kind to refuse, a set number of times.
 #[derive(Debug)]
 struct Refusal {
     verb: String,
     resource: String,
-    code: u16,
+    answer: Refused,
     left: usize,
 }
 
@@ -93,19 +106,35 @@ impl Faults {
     /// (plural, `pods/status` for a subresource) with `code` (409 Conflict or 500) without
     /// applying them, whatever the rates say: for tests that need one particular write to fail.
     pub fn refuse(&self, verb: &str, resource: &str, code: u16, times: usize) {
+        let answer = if code == 409 {
+            Refused::Conflict
+        } else {
+            Refused::ServerError
+        };
+        self.push_refusal(verb, resource, answer, times);
+    }
+
+    /// Answers the next `times` creates of `resource` with 409 `AlreadyExists`, as when the
+    /// name generated for `generateName` is taken (see [`Refused::NameTaken`]).
+    pub fn refuse_generated_name(&self, resource: &str, times: usize) {
+        self.push_refusal("create", resource, Refused::NameTaken, times);
+    }
+
+    fn push_refusal(&self, verb: &str, resource: &str, answer: Refused, times: usize) {
         self.refusals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Refusal {
                 verb: verb.to_owned(),
                 resource: resource.to_owned(),
-                code,
+                answer,
                 left: times,
             });
     }
 
-    /// The code to refuse this write with, if [`Faults::refuse`] asked for it; counts it.
-    pub fn take_refusal(&self, verb: &str, resource: &str) -> Option<u16> {
+    /// How to refuse this write, if [`Faults::refuse`] or [`Faults::refuse_generated_name`]
+    /// asked for it; counts it.
+    pub fn take_refusal(&self, verb: &str, resource: &str) -> Option<Refused> {
         let mut refusals = self
             .refusals
             .lock()
@@ -114,9 +143,9 @@ impl Faults {
             .iter()
             .position(|r| r.left > 0 && r.verb == verb && r.resource == resource)?;
         refusals[i].left -= 1;
-        let code = refusals[i].code;
+        let answer = refusals[i].answer;
         refusals.retain(|r| r.left > 0);
-        Some(code)
+        Some(answer)
     }
 
     /// Ends every open watch stream now (clients see the stream close and re-watch).

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
-pub use faults::{FaultConfig, Faults, RequestRecord};
+pub use faults::{FaultConfig, Faults, Refused, RequestRecord};
 pub use store::Store;
 
 /// Server settings.

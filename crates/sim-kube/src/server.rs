@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::body::ResBody;
 use crate::error::{ApiError, FieldError};
-use crate::faults::{Faults, RequestRecord};
+use crate::faults::{Faults, Refused, RequestRecord};
 use crate::patch;
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -212,11 +212,12 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
     ) {
         let faults = ctx.faults.config();
         let roll = crate::util::random_unit();
-        let injected = if let Some(code) = ctx.faults.take_refusal(verb, &resource) {
-            Some(if code == 409 {
-                ApiError::conflict(ResourceType::as_ref(&target.rt), &target.name)
-            } else {
-                ApiError::internal("injected fault: etcd is unavailable")
+        let injected = if let Some(answer) = ctx.faults.take_refusal(verb, &resource) {
+            let rt = ResourceType::as_ref(&target.rt);
+            Some(match answer {
+                Refused::Conflict => ApiError::conflict(rt, &target.name),
+                Refused::ServerError => ApiError::internal("injected fault: etcd is unavailable"),
+                Refused::NameTaken => ApiError::already_exists(rt, &generated_name(&body)),
             })
         } else if roll < faults.write_conflict_rate {
             Some(ApiError::conflict(ResourceType::as_ref(&target.rt), &target.name))
@@ -496,6 +497,14 @@ fn present(target: &Target, obj: Value, accept: &str) -> Value {
 
 fn wants_table(accept: &str) -> bool {
     accept.contains("as=Table")
+}
+
+/// The name an API server would have generated for the object in `body` (`generateName` and a
+/// random suffix), for an injected `AlreadyExists`.
+fn generated_name(body: &Bytes) -> String {
+    let object: Value = serde_json::from_slice(body).unwrap_or_default();
+    let prefix = object["metadata"]["generateName"].as_str().unwrap_or_default();
+    format!("{prefix}{}", crate::util::random_suffix())
 }
 
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {

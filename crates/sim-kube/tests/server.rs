@@ -172,6 +172,23 @@ async fn faults_and_request_log() {
     cms.create(&PostParams::default(), &cm("c"))
         .await
         .expect("the third create goes through");
+
+    // A generated name that is taken, as an API server without RetryGenerateName answers.
+    server.faults().refuse_generated_name("configmaps", 1);
+    let mut generated = cm("");
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let e = cms.create(&PostParams::default(), &generated).await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref r) if r.code == 409 && r.reason == "AlreadyExists"
+            && r.message.contains("\"gen-")),
+        "{e}"
+    );
+    let made = cms.create(&PostParams::default(), &generated).await.unwrap();
+    assert!(
+        made.metadata.name.is_some_and(|n| n.starts_with("gen-")),
+        "the next create gets a name"
+    );
 }
 
 #[tokio::test]

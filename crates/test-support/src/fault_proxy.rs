@@ -17,7 +17,7 @@ use http_body_util::{BodyExt as _, BodyStream, Full, StreamBody, combinators::Un
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use kube::{Client, Config};
-use rssc_sim_kube::{Faults, RequestRecord};
+use rssc_sim_kube::{Faults, Refused, RequestRecord};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -149,11 +149,11 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ProxyB
     if target.is_write() {
         let config = upstream.faults.config();
         let roll = rand::random::<f64>();
-        let injected = if let Some(code) = upstream.faults.take_refusal(target.verb, &target.resource) {
-            Some(if code == 409 {
-                conflict(&target)
-            } else {
-                internal_error()
+        let injected = if let Some(answer) = upstream.faults.take_refusal(target.verb, &target.resource) {
+            Some(match answer {
+                Refused::Conflict => conflict(&target),
+                Refused::ServerError => internal_error(),
+                Refused::NameTaken => name_taken(&target),
             })
         } else if roll < config.write_conflict_rate {
             Some(conflict(&target))
@@ -253,6 +253,11 @@ fn conflict(target: &Target) -> (StatusCode, serde_json::Value) {
         target.resource, target.name
     );
     (StatusCode::CONFLICT, status(409, "Conflict", &message))
+}
+
+fn name_taken(target: &Target) -> (StatusCode, serde_json::Value) {
+    let message = format!("{} with a generated name already exists", target.resource);
+    (StatusCode::CONFLICT, status(409, "AlreadyExists", &message))
 }
 
 fn internal_error() -> (StatusCode, serde_json::Value) {
