@@ -1,7 +1,12 @@
 //! What the reconcilers share: their error type, running a reconcile under a finalizer, and
 //! recording its metrics.
 
-use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
+use std::{
+    fmt::Debug,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kube::{
     Api, Resource,
@@ -11,7 +16,7 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, debug, info_span};
 
 use crate::context::Context;
 
@@ -88,9 +93,23 @@ where
             Ok(Action::await_change())
         }
         finalizer::Error::CleanupFailed(Error::AlreadyFinalized) => Ok(Action::await_change()),
+        // The finalizer list changed since the cache read it: the patch, which tests that
+        // list, was refused. Usually a reconcile triggered right after the one that added the
+        // finalizer, before the watch showed it; the change's watch event is on its way, and
+        // a new object's first reconciles otherwise logged a warning and counted an error.
+        finalizer::Error::AddFinalizer(kube::Error::Api(ref response))
+            if response.code == 422 || response.code == 409 =>
+        {
+            debug!(error = %response.message, "the finalizer list changed meanwhile; looking again");
+            Ok(Action::requeue(FINALIZER_RECHECK))
+        }
         e => Err(Error::Finalizer(Box::new(e))),
     })
 }
+
+/// When a reconcile whose finalizer patch met a newer finalizer list looks again, should no
+/// watch event bring it sooner.
+const FINALIZER_RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs one reconcile of `object` (of `kind`, serving the AutoscaleSet `scale_set`) in a span
 /// naming all three, so every log line it writes says which object and scale set it is about,

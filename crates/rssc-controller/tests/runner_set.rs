@@ -363,3 +363,41 @@ async fn unchanged_objects_are_not_applied_again_and_a_deleted_deployment_return
     .await;
     controllers.stop().await;
 }
+
+/// A reconcile that reads its object from a cache not yet showing the finalizer the reconcile
+/// before it added is no error: the finalizer patch tests the list, the server refuses it,
+/// and the reconcile looks again (a new RunnerSet's first reconciles logged a warning and
+/// counted a reconcile error for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalizer_the_cache_does_not_show_yet_is_no_reconcile_error() {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::controller::Action;
+
+    const FINALIZER: &str = "example.com/cleanup";
+    let t = Target::new("finalizer-meanwhile").await;
+    let api = t.api::<ConfigMap>();
+    let mut object = ConfigMap::default();
+    object.metadata.name = Some("cm".into());
+    object.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let stored = api.create(&PostParams::default(), &object).await.unwrap();
+    let mut cached = stored.clone();
+    cached.metadata.finalizers = None;
+
+    let action = rssc_controller::reconcile::finalized(
+        &api,
+        FINALIZER,
+        Arc::new(cached),
+        |_| async { panic!("no reconcile before the finalizer is seen") },
+        |_| async { panic!("the object is not being deleted") },
+    )
+    .await
+    .expect("no error");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+
+    let unfinalized = serde_json::json!({"metadata": {"finalizers": null}});
+    api.patch("cm", &PatchParams::default(), &Patch::Merge(unfinalized))
+        .await
+        .unwrap();
+}
