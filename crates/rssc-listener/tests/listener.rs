@@ -209,6 +209,8 @@ struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     health: Health,
+    /// The listener's metrics.
+    registry: Registry,
 }
 
 impl Harness {
@@ -229,7 +231,8 @@ impl Harness {
             "ci",
             &rssc_github::Scope::Organization("octo-org".into()),
         );
-        let metrics = ListenerMetrics::register(&mut Registry::default(), labels, self.client.clone());
+        let mut registry = Registry::default();
+        let metrics = ListenerMetrics::register(&mut registry, labels, self.client.clone());
         let listener = Listener {
             client: self.client.clone(),
             cluster: self.cluster.clone(),
@@ -242,7 +245,12 @@ impl Harness {
         let task = tokio::spawn(listener.run(async move {
             let _ = stopped.await;
         }));
-        Running { stop, task, health }
+        Running {
+            stop,
+            task,
+            health,
+            registry,
+        }
     }
 
     fn queue(&self, n: usize) -> Vec<i64> {
@@ -549,6 +557,16 @@ async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
         Some(1),
         "the listener that counted it: {:?}",
         again.decisions
+    );
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &first.registry).unwrap();
+    let completed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gha_completed_jobs_total{"))
+        .collect();
+    assert!(
+        completed.len() == 1 && completed[0].ends_with(" 1"),
+        "the job counted once in the metrics: {completed:?}"
     );
 
     // The listener dies before any acknowledgement goes through; the next one gets the
