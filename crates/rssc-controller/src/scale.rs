@@ -235,10 +235,9 @@ pub fn plan(
     // Finishing runners still hold their Pods, so there are never more runners than
     // maxRunners allows: new runners wait for finishing ones to go when the maximum is reached.
     // Below it they wait only for those the decision may still count: a recorded end it does
-    // not count yet, or an end known from the count alone (a miscount there, such as an end
-    // counted twice by a listener that died, must not make a runner too many). Tearing a Pod
-    // down can take many seconds on a real node, and a job that came meanwhile should not
-    // wait for it.
+    // not count yet, or an end known from the count alone (a miscount there must not make a
+    // runner too many). Tearing a Pod down can take many seconds on a real node, and a job
+    // that came meanwhile should not wait for it.
     let wanted = decision.replicas.saturating_sub(live.len());
     let cap = decision.max_runners.unwrap_or(decision.replicas);
     let room = wanted
