@@ -17,7 +17,7 @@ use kube::{
 };
 use rssc_api::{
     consts::labels,
-    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, RunnerSet},
+    v1alpha1::{AutoscaleSet, EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, RunnerSet},
 };
 use tracing::{debug, warn};
 
@@ -185,12 +185,10 @@ where
 /// and listener objects hundreds of times a minute during a burst.
 fn set_digest(set: &EphemeralRunnerSet) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut spec = set.spec.clone();
-    spec.replicas = 0;
-    spec.beyond_max = 0;
-    spec.patch_sequence = 0;
-    spec.job_ends = 0;
-    spec.job_ends_through = None;
+    let mut spec = serde_json::to_value(&set.spec).unwrap_or_default();
+    if let Some(fields) = spec.as_object_mut() {
+        fields.retain(|k, _| !EphemeralRunnerSetSpec::LISTENER_FIELDS.contains(&k.as_str()));
+    }
     let mut annotations = set.annotations().clone();
     annotations.remove(rssc_api::consts::annotations::TRACEPARENT);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -252,16 +252,7 @@ async fn run(rs: &RunnerSet, ctx: &Context, status: &mut RunnerSetStatus) -> Res
     body["spec"]
         .as_object_mut()
         .expect("spec is an object")
-        .retain(|k, _| {
-            ![
-                "replicas",
-                "beyondMax",
-                "patchSequence",
-                "jobEnds",
-                "jobEndsThrough",
-            ]
-            .contains(&k.as_str())
-        });
+        .retain(|k, _| !EphemeralRunnerSetSpec::LISTENER_FIELDS.contains(&k.as_str()));
 
     // What the runners lean on: proxy environment, job-Pod permissions, cache claims.
     let owner = runner_support::Owner {

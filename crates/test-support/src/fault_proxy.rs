@@ -1,6 +1,8 @@
 //! A plain-HTTP proxy on loopback in front of any Kubernetes API server (the test server or a
 //! real cluster) that injects the faults the test server can inject itself: a share of writes
-//! answered 409 Conflict or 500 without reaching the server, and open watches ended on demand.
+//! answered 409 Conflict or 500 without reaching the server, particular writes refused (409
+//! Conflict, 500, or 409 AlreadyExists for a taken generated name), and open watches ended on
+//! demand.
 //! Scenarios point the processes under test at it, so Kubernetes faults run against a real
 //! cluster too.
 //!

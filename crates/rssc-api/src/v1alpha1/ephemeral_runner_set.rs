@@ -11,8 +11,8 @@ use super::{
 };
 
 /// A RunnerSet's runners. The listener writes its decision (`replicas`, `beyondMax`,
-/// `patchSequence`, `jobEnds`, `jobEndsThrough`); the controller writes the rest and creates or removes
-/// EphemeralRunners to match, never removing a busy one.
+/// `patchSequence`, `jobEnds`, `jobEndsThrough`); the controller writes the rest and creates
+/// or removes EphemeralRunners to match, never removing a busy one.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "scaleset.actions.github.com",
@@ -74,6 +74,17 @@ pub struct EphemeralRunnerSetSpec {
     pub runner_template: PodTemplate,
     /// Registration settings of new runners.
     pub runner_config: RunnerConfig,
+}
+
+impl EphemeralRunnerSetSpec {
+    /// The spec fields the listener writes, its decision; the controller never writes them.
+    pub const LISTENER_FIELDS: [&'static str; 5] = [
+        "replicas",
+        "beyondMax",
+        "patchSequence",
+        "jobEnds",
+        "jobEndsThrough",
+    ];
 }
 
 /// One message of a scale set's message queue.
