@@ -77,21 +77,7 @@ pub struct HarnessOptions {
 
 /// Builds the binaries under test (a no-op when they are current) and returns their directory.
 pub fn build_binaries() -> PathBuf {
-    let cargo = env!("CARGO");
-    let output = std::process::Command::new(cargo)
-        .args(["build", "-p", "rssc-controller", "-p", "rssc-listener", "--bins"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo} to build the binaries: {e}"));
-    assert!(
-        output.status.success(),
-        "building the binaries failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug")
+    rssc_test_support::binaries::build()
 }
 
 impl Harness {

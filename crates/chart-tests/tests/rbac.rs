@@ -437,21 +437,7 @@ async fn the_controller_chart_grants_exactly_what_the_controller_uses() {
 
 /// Builds the `rssc-listener` binary (a no-op when current) and returns its path.
 fn listener_binary() -> std::path::PathBuf {
-    let cargo = env!("CARGO");
-    let out = std::process::Command::new(cargo)
-        .args(["build", "-p", "rssc-listener", "--bin", "rssc-listener"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-    assert!(
-        out.status.success(),
-        "building rssc-listener failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("debug/rssc-listener")
+    rssc_test_support::binaries::build().join("rssc-listener")
 }
 
 /// The listener binary, run by the node simulator as its Pod's process, reaches the API through

@@ -348,22 +348,7 @@ async fn oom_kills_restart_under_restart_policy_always_and_evictions_fail_the_po
 
 /// Builds the real `rssc-listener` binary (same target directory) and returns its path.
 fn build_listener() -> PathBuf {
-    let cargo = env!("CARGO");
-    let output = std::process::Command::new(cargo)
-        .args(["build", "-p", "rssc-listener", "--bin", "rssc-listener"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo} to build rssc-listener: {e}"));
-    assert!(
-        output.status.success(),
-        "building rssc-listener failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let binary = target.join("debug/rssc-listener");
+    let binary = rssc_test_support::binaries::build().join("rssc-listener");
     assert!(
         binary.exists(),
         "rssc-listener was built but {} does not exist",

@@ -3,6 +3,7 @@
 //! and a namespace of the test's own, bounded waits on conditions, and a fault-injecting proxy
 //! in front of either.
 
+pub mod binaries;
 pub mod fault_proxy;
 
 use std::{future::Future, path::PathBuf, time::Duration};
