@@ -562,9 +562,9 @@ async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, 
     .await;
     let refused = proxy
         .faults()
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "create" && r.resource == resource && r.code == 409)
+        .codes("create", resource)
+        .into_iter()
+        .filter(|code| *code == 409)
         .count();
     assert_eq!(refused, times, "each refusal was met");
     let id = registration(&t, name).await.unwrap();

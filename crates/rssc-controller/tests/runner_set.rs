@@ -318,14 +318,7 @@ async fn unchanged_objects_are_not_applied_again_and_a_deleted_deployment_return
     .await;
 
     // Ten runner count changes, each mirrored into the RunnerSet's status.
-    let applies = || {
-        proxy
-            .faults()
-            .requests()
-            .iter()
-            .filter(|r| r.verb == "patch" && r.resource == "deployments")
-            .count()
-    };
+    let applies = || proxy.faults().codes("patch", "deployments").len();
     let before = applies();
     for pending in 1..=10 {
         let status = serde_json::json!({"status": {"pendingRunners": pending}});

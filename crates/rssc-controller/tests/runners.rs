@@ -496,13 +496,7 @@ async fn a_generated_runner_name_already_taken_is_generated_again() {
         runners(&t).await.len() == 3 && observed(&t).await == 1
     })
     .await;
-    let creates: Vec<u16> = proxy
-        .faults()
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "create" && r.resource == "ephemeralrunners")
-        .map(|r| r.code)
-        .collect();
+    let creates = proxy.faults().codes("create", "ephemeralrunners");
     assert_eq!(
         (creates.iter().filter(|c| **c == 409).count(), creates.len()),
         (2, 5),

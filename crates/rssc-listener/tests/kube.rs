@@ -428,12 +428,7 @@ async fn a_job_record_is_retried_past_a_passing_api_error() {
         .await
         .expect("the record lands after the error passes");
     healer.await.unwrap();
-    let patches: Vec<u16> = faults
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "patch" && r.resource == "ephemeralrunners/status")
-        .map(|r| r.code)
-        .collect();
+    let patches = faults.codes("patch", "ephemeralrunners/status");
     assert_eq!(
         (patches.first(), patches.last()),
         (Some(&500), Some(&200)),

@@ -181,6 +181,18 @@ impl Faults {
             .collect()
     }
 
+    /// The status codes of the logged `verb` requests on `resource`, oldest first.
+    pub fn codes(&self, verb: &str, resource: &str) -> Vec<u16> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recent
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource)
+            .map(|r| r.code)
+            .collect()
+    }
+
     /// Request counts by (verb, resource), over every request since the last clear.
     pub fn counts(&self) -> BTreeMap<(String, String), usize> {
         self.log
