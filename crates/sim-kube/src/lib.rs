@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod controllers;
+pub mod encoded;
 pub mod error;
 pub mod events;
 pub mod faults;
@@ -123,6 +124,7 @@ impl KubeServer {
             faults: faults.clone(),
             bookmark_interval: config.bookmark_interval,
             minor_version: config.minor_version,
+            encoded: encoded::EncodedObjects::default(),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, ctx))];
         if config.controllers {

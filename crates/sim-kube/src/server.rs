@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::body::ResBody;
+use crate::encoded::EncodedObjects;
 use crate::error::{ApiError, FieldError};
 use crate::faults::{Faults, Refused, RequestRecord};
 use crate::patch;
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub bookmark_interval: Duration,
     /// Kubernetes version reported by `/version` (`minor`).
     pub minor_version: u32,
+    /// Stored objects as lists write them, serialized once per version.
+    pub encoded: EncodedObjects,
 }
 
 type Query = HashMap<String, String>;
@@ -670,7 +673,8 @@ fn list(ctx: &Ctx, target: &Target, query: &Query) -> Result<Value, ApiError> {
 
 /// A list serialized as it is sent: objects stored in the version asked for are written from
 /// the store without being copied first (a list of a thousand runners copied a thousand Pod
-/// templates); the same list as [`list`] gives, `items` written last.
+/// templates), each version serialized once for every list that returns it; the same list as
+/// [`list`] gives, `items` written last.
 fn list_body(ctx: &Ctx, target: &Target, query: &Query) -> Result<Vec<u8>, ApiError> {
     let (items, metadata) = list_items(ctx, target, query)?;
     let head = json!({
@@ -689,7 +693,9 @@ fn list_body(ctx: &Ctx, target: &Target, query: &Query) -> Result<Vec<u8>, ApiEr
         let as_stored =
             target.rt.custom && !target.events_v1 && object["apiVersion"].as_str() == Some(version.as_str());
         let written = if as_stored {
-            serde_json::to_writer(&mut body, &*object)
+            ctx.encoded
+                .encode(&object)
+                .map(|bytes| body.extend_from_slice(&bytes))
         } else {
             serde_json::to_writer(&mut body, &list_item(target, Arc::unwrap_or_clone(object)))
         };
