@@ -69,6 +69,19 @@ pub struct Handled {
     pub statistics: Statistics,
 }
 
+/// The most job messages GitHub puts in one message.
+pub const MESSAGE_CAPACITY: usize = 50;
+
+/// Whether the poll after `message` may wait to gather more events: the message only reported
+/// progress (jobs that started or ended), was not full, and GitHub counts no job waiting to be
+/// acquired. A job offered or assigned is demand, and the poll after it goes at once.
+pub fn only_progress(message: &ScaleSetMessage, handled: &Handled) -> bool {
+    handled.acquire.is_empty()
+        && handled.assigned == 0
+        && message.jobs.len() < MESSAGE_CAPACITY
+        && handled.statistics.total_available_jobs == 0
+}
+
 /// Interprets one message.
 pub fn handle(message: &ScaleSetMessage) -> Handled {
     let mut handled = Handled {
@@ -183,6 +196,40 @@ mod tests {
             },
             jobs,
         }
+    }
+
+    #[test]
+    fn only_a_message_of_starts_and_ends_lets_the_next_poll_wait() {
+        let started = || JobMessage::Started {
+            job: info(3),
+            runner_id: 9,
+            runner_name: "ci-runner-abcde".into(),
+        };
+        let completed = || JobMessage::Completed {
+            job: info(4),
+            result: "succeeded".into(),
+            runner_id: 8,
+            runner_name: "ci-runner-fghij".into(),
+        };
+        let waits = |m: &ScaleSetMessage| only_progress(m, &handle(m));
+        assert!(waits(&message(vec![started(), completed()])));
+        let offered = JobMessage::Available {
+            job: info(1),
+            acquire_job_url: String::new(),
+        };
+        assert!(
+            !waits(&message(vec![started(), offered])),
+            "an offered job is acquired at once"
+        );
+        assert!(
+            !waits(&message(vec![JobMessage::Assigned { job: info(1) }, completed()])),
+            "an assigned job is demand"
+        );
+        let full = message((0..MESSAGE_CAPACITY).map(|_| completed()).collect());
+        assert!(!waits(&full), "a full message means more are waiting");
+        let mut waiting = message(vec![completed()]);
+        waiting.statistics.total_available_jobs = 1;
+        assert!(!waits(&waiting), "a job GitHub still offers is fetched at once");
     }
 
     #[test]

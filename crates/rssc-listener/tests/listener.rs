@@ -384,6 +384,88 @@ async fn a_burst_of_200_jobs_never_asks_for_more_than_max_and_all_run_once() {
     );
 }
 
+/// The long polls the fake GitHub saw, in order of arrival: when each came and its status.
+fn polls(h: &Harness) -> Vec<(std::time::SystemTime, u16)> {
+    h.fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.ends_with("/message"))
+        .map(|c| (c.at, c.status))
+        .collect()
+}
+
+/// After a message that only reports jobs starting and ending, the next poll waits to gather
+/// more of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_message_of_starts_and_ends_the_next_poll_waits_to_gather_more() {
+    let gather = Duration::from_millis(1500);
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 5,
+    })
+    .await;
+    let listener = h.start_listener_with(|s| s.progress_gather = gather);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    h.queue(1);
+    let (runners, stop_runners) = h.run_runners();
+    h.cluster
+        .wait_for("the job's end recorded", |w| w.finished_runners.len() == 1)
+        .await;
+    // The job's start and end were the last events, so the last message delivered carried
+    // progress only; the poll after it must wait.
+    let last_message = || polls(&h).iter().rposition(|(_, status)| *status == 200);
+    let delivered = last_message().expect("a message was delivered");
+    eventually("the poll after the last message", || {
+        polls(&h).len() > delivered + 1
+    })
+    .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+    let seen = polls(&h);
+    let gap = seen[delivered + 1]
+        .0
+        .duration_since(seen[delivered].0)
+        .unwrap_or_default();
+    // Less a margin for the request's way from the listener to the fake.
+    assert!(
+        gap >= gather - Duration::from_millis(300),
+        "the next poll came {gap:?} after the message of progress"
+    );
+    assert_eq!(last_message(), Some(delivered), "no message came meanwhile");
+    listener.stop().await;
+}
+
+/// Jobs offered or assigned are fetched without waiting, however long the wait after progress
+/// is, and a listener waiting to poll stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_is_fetched_at_once_and_shutdown_ends_the_wait_to_gather() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 5,
+    })
+    .await;
+    // Longer than any wait below: a wait after demand would time them out.
+    let listener = h.start_listener_with(|s| s.progress_gather = Duration::from_secs(600));
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    h.queue(2);
+    let (runners, stop_runners) = h.run_runners();
+    // The job offered, acquired, assigned (a decision for it) and started on a runner: each
+    // step needs the message after the one before.
+    h.cluster
+        .wait_for("a runner recorded with its job", |w| {
+            w.decisions.iter().any(|d| d.replicas >= 1) && !w.busy_runners.is_empty()
+        })
+        .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+    // `stop` fails the test unless the listener returns within WAIT.
+    listener.stop().await;
+}
+
 /// As jobs end one by one, the decisions that only lower the count while nothing waits are
 /// merged: each follows the last write by at least the pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
