@@ -6,7 +6,8 @@ use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -23,7 +24,7 @@ use tracing::{debug, warn};
 
 use crate::{
     autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, reconcile::Error,
-    runner_outcome, runner_set,
+    runner_outcome, runner_set, trigger_pace,
 };
 
 /// Controller settings with `concurrency` reconciles at once (kube-runtime's default is
@@ -91,15 +92,47 @@ pub async fn run_ephemeral_runner_sets(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Each reconcile lists its runners afresh, so their changes only need to trigger it:
+    // metadata is enough, and a thousand runners are not cached twice. Every change of every
+    // runner did trigger it, one list of all runners each; now a set reconciles for its runners'
+    // changes at most every SET_TRIGGER_SPACING (its own changes, the listener's decisions
+    // among them, still at once).
+    let runner_changes = metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|runner| {
+            futures::future::ready(match runner {
+                Ok(runner) => owning_set(&runner),
+                Err(err) => {
+                    debug!(error = %err, "watching EphemeralRunners failed; retrying");
+                    None
+                }
+            })
+        });
     Controller::new(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
         .with_config(config(ctx.settings.concurrency))
-        // Each reconcile lists its runners afresh, so their changes only need to trigger it:
-        // metadata is enough, and a thousand runners are not cached twice.
-        .owns_stream(metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default()).touched_objects())
+        .reconcile_on(trigger_pace::paced(runner_changes, SET_TRIGGER_SPACING))
         .graceful_shutdown_on(shutdown)
         .run(ephemeral_runner_set::reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
+}
+
+/// How often at most a set reconciles for changes of its runners (see [`trigger_pace`]): in a
+/// burst of a thousand runners, half the set's reconciles, and of the lists of all its runners
+/// each one reads.
+const SET_TRIGGER_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The EphemeralRunnerSet that owns `runner`, if any.
+fn owning_set(runner: &PartialObjectMeta<EphemeralRunner>) -> Option<ObjectRef<EphemeralRunnerSet>> {
+    let namespace = runner.namespace()?;
+    runner
+        .owner_references()
+        .iter()
+        .find(|o| {
+            o.kind == EphemeralRunnerSet::kind(&()) && o.api_version == EphemeralRunnerSet::api_version(&())
+        })
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
 }
 
 /// Runs the EphemeralRunner controller until `shutdown` completes.

@@ -27,4 +27,5 @@ pub mod runner_template;
 pub mod scale;
 pub mod self_removed;
 pub mod status_pace;
+pub mod trigger_pace;
 pub mod version_records;
