@@ -73,13 +73,16 @@ pub struct Handled {
 pub const MESSAGE_CAPACITY: usize = 50;
 
 /// Whether the poll after `message` may wait to gather more events: the message only reported
-/// progress (jobs that started or ended), was not full, and GitHub counts no job waiting to be
-/// acquired. A job offered or assigned is demand, and the poll after it goes at once.
+/// progress (jobs that started or ended), was not full, and GitHub counts no job on its way to
+/// a runner: none offered and not yet acquired, none acquired and not yet assigned (its
+/// `JobAssigned` is what the decision for it waits on; jobs waiting beyond `maxRunners` are
+/// such). A job offered or assigned is demand, and the poll after it goes at once.
 pub fn only_progress(message: &ScaleSetMessage, handled: &Handled) -> bool {
     handled.acquire.is_empty()
         && handled.assigned == 0
         && message.jobs.len() < MESSAGE_CAPACITY
         && handled.statistics.total_available_jobs == 0
+        && handled.statistics.total_acquired_jobs == 0
 }
 
 /// Interprets one message.
@@ -230,6 +233,9 @@ mod tests {
         let mut waiting = message(vec![completed()]);
         waiting.statistics.total_available_jobs = 1;
         assert!(!waits(&waiting), "a job GitHub still offers is fetched at once");
+        let mut unassigned = message(vec![completed()]);
+        unassigned.statistics.total_acquired_jobs = 1;
+        assert!(!waits(&unassigned), "a job acquired and not yet assigned is fetched at once");
     }
 
     #[test]
