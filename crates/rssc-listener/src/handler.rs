@@ -235,7 +235,10 @@ mod tests {
         assert!(!waits(&waiting), "a job GitHub still offers is fetched at once");
         let mut unassigned = message(vec![completed()]);
         unassigned.statistics.total_acquired_jobs = 1;
-        assert!(!waits(&unassigned), "a job acquired and not yet assigned is fetched at once");
+        assert!(
+            !waits(&unassigned),
+            "a job acquired and not yet assigned is fetched at once"
+        );
     }
 
     #[test]
