@@ -31,7 +31,7 @@ use rssc_api::{
 use rssc_github::Error as GitHubError;
 use serde::Deserialize;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     context::Context,
@@ -168,6 +168,16 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         scale_set_id: set.spec.runner_config.scale_set_id,
     };
     let plan = plan(decision, &views, &current, Utc::now(), ctx.settings.pending_grace);
+    if plan.waiting_for_finishing > 0 || plan.held_for_finishes > 0 || plan.deferred > 0 {
+        // Why runners the decision asks for are not made yet, term by term (debug: at the
+        // maximum it is every reconcile of a draining set).
+        debug!(set = %set.name_any(), replicas = decision.replicas, sequence = decision.sequence,
+            runners = views.len(), creating = plan.create,
+            waiting_for_finishing = plan.waiting_for_finishing, held_for_finishes = plan.held_for_finishes,
+            deferred_until_settled = plan.deferred, uncounted_finishes = decision.uncounted_finishes,
+            unfinished_ends = decision.unfinished_ends, job_ends = set.spec.job_ends,
+            "runners held back");
+    }
 
     stream::iter(plan.delete.clone())
         .map(|name| {
