@@ -6,11 +6,10 @@ use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
-    Api, Resource, ResourceExt,
-    core::PartialObjectMeta,
+    Api, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
-        controller::Action,
+        controller::{Action, trigger_owners},
         metadata_watcher,
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -97,18 +96,18 @@ pub async fn run_ephemeral_runner_sets(
     // runner did trigger it, one list of all runners each; now a set reconciles for its runners'
     // changes at most every SET_TRIGGER_SPACING (its own changes, the listener's decisions
     // among them, still at once).
-    let runner_changes = metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+    let runners = metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
         .default_backoff()
-        .touched_objects()
-        .filter_map(|runner| {
-            futures::future::ready(match runner {
-                Ok(runner) => owning_set(&runner),
-                Err(err) => {
-                    debug!(error = %err, "watching EphemeralRunners failed; retrying");
-                    None
-                }
-            })
-        });
+        .touched_objects();
+    let runner_changes = trigger_owners::<EphemeralRunnerSet, _>(runners, (), ()).filter_map(|request| {
+        futures::future::ready(match request {
+            Ok(request) => Some(request.obj_ref),
+            Err(err) => {
+                debug!(error = %err, "watching EphemeralRunners failed; retrying");
+                None
+            }
+        })
+    });
     Controller::new(ctx.api::<EphemeralRunnerSet>(), watcher::Config::default())
         .with_config(config(ctx.settings.concurrency))
         .reconcile_on(trigger_pace::paced(runner_changes, SET_TRIGGER_SPACING))
@@ -122,18 +121,6 @@ pub async fn run_ephemeral_runner_sets(
 /// burst of a thousand runners, half the set's reconciles, and of the lists of all its runners
 /// each one reads.
 const SET_TRIGGER_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The EphemeralRunnerSet that owns `runner`, if any.
-fn owning_set(runner: &PartialObjectMeta<EphemeralRunner>) -> Option<ObjectRef<EphemeralRunnerSet>> {
-    let namespace = runner.namespace()?;
-    runner
-        .owner_references()
-        .iter()
-        .find(|o| {
-            o.kind == EphemeralRunnerSet::kind(&()) && o.api_version == EphemeralRunnerSet::api_version(&())
-        })
-        .map(|o| ObjectRef::new(&o.name).within(&namespace))
-}
 
 /// Runs the EphemeralRunner controller until `shutdown` completes.
 pub async fn run_ephemeral_runners(
