@@ -2,6 +2,7 @@
 //! session with GitHub, acquires the jobs offered, marks runners busy when they start a job,
 //! and writes how many runners are wanted into the RunnerSet's EphemeralRunnerSet.
 
+pub mod assigned;
 pub mod cluster;
 pub mod config;
 pub mod handler;

@@ -3,7 +3,9 @@
 //! Desired runners = `min(maxRunners, minRunners + totalAssignedJobs)`: `minRunners` is idle
 //! headroom on top of the jobs GitHub has assigned to this scale set. The statistics come with
 //! every message and every session refresh, so the decision follows GitHub's own count rather
-//! than a tally of messages (which can repeat, arrive out of order, or be re-offered).
+//! than a tally of messages (which can repeat, arrive out of order, or be re-offered). The
+//! caller passes the statistics' count as [`crate::assigned::AssignedJobs`] holds it while the
+//! listener is behind the messages.
 //!
 //! A decision is written when it changes, when runners finished jobs (the controller replaces
 //! finished runners only for a new decision, and while more jobs are assigned than `maxRunners`

@@ -26,6 +26,7 @@ use tokio::{sync::watch, time::Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    assigned::AssignedJobs,
     cluster::Cluster,
     handler::{Handled, handle, only_progress},
     job_records::{self, RunnerRecord},
@@ -133,6 +134,8 @@ struct State {
     session: SessionState,
     decider: Decider,
     statistics: Option<Statistics>,
+    /// The assigned jobs to decide on (the statistics' count, less only the job ends read).
+    assigned: AssignedJobs,
     sessions_created: u64,
     state_written: Option<Instant>,
     traces: JobTraces,
@@ -158,6 +161,7 @@ impl<C: Cluster> Listener<C> {
             .counted_through(stored.job_ends_through),
             session: stored.session,
             statistics: None,
+            assigned: AssignedJobs::default(),
             sessions_created: 0,
             state_written: None,
             traces: JobTraces::default(),
@@ -232,6 +236,7 @@ impl<C: Cluster> Listener<C> {
                             .heartbeat(checks::POLL, self.settings.poll_stale_after);
                         failures = 0;
                         state.session.last_successful_poll = Some(now());
+                        state.assigned.caught_up();
                         self.decide(&mut state, "heartbeat").await;
                         let due = state
                             .state_written
@@ -396,6 +401,7 @@ impl<C: Cluster> Listener<C> {
         if let Some(statistics) = session.session.statistics {
             self.metrics.record_statistics(&statistics);
             state.statistics = Some(statistics);
+            state.assigned.session(statistics.total_assigned_jobs);
         }
         self.decide(state, "session opened").await;
         self.write_session_state(state).await;
@@ -441,6 +447,12 @@ impl<C: Cluster> Listener<C> {
         }
         self.record_jobs(&handled).await;
         state.statistics = Some(handled.statistics);
+        let ends_read = if again { 0 } else { handled.completed.len() };
+        state.assigned.message(
+            handled.statistics.total_assigned_jobs,
+            ends_read,
+            message.jobs.len(),
+        );
         if !handled.completed.is_empty() {
             let on_runners = handled
                 .completed
@@ -519,9 +531,10 @@ impl<C: Cluster> Listener<C> {
         };
         let limits = *self.limits.borrow();
         self.metrics.record_limits(limits);
-        let desired = desired_runners(limits, statistics.total_assigned_jobs);
+        let assigned = state.assigned.count();
+        let desired = desired_runners(limits, assigned);
         self.metrics.record_desired(desired);
-        let beyond = beyond_max(limits, statistics.total_assigned_jobs);
+        let beyond = beyond_max(limits, assigned);
         let decision = match pace {
             Pace::Keep => state.decider.decide(desired, beyond, Instant::now().into_std()),
             Pace::Skip => state.decider.take_held(desired, beyond),
@@ -569,6 +582,7 @@ impl<C: Cluster> Listener<C> {
                     min_runners = limits.min_runners,
                     max_runners = limits.max_runners,
                     assigned_jobs = statistics.total_assigned_jobs,
+                    ends_unread = state.assigned.ends_unread(),
                     running_jobs = statistics.total_running_jobs,
                     available_jobs = statistics.total_available_jobs,
                     registered_runners = statistics.total_registered_runners,

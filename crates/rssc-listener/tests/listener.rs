@@ -677,6 +677,81 @@ async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
     );
 }
 
+/// GitHub's statistics are current, but a message holds at most 50 events: while more wait, a
+/// message can count fewer assigned jobs than before without the ends of the jobs it dropped.
+/// A decision written from those statistics alone reaches the controller before the ends that
+/// explain it, and the controller takes it for fewer jobs: it scales down idle runners that
+/// the remaining jobs are about to take. So the count comes down only by the ends read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it_read() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 60,
+    })
+    .await;
+    // Every decision is written at once, so none is merged into a later one.
+    let listener = h.start_listener_with(|s| s.decision_pace = Duration::ZERO);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    h.queue(60);
+    h.cluster
+        .wait_for("a runner for every job", |w| {
+            w.decisions.last().is_some_and(|d| d.replicas == 60)
+        })
+        .await;
+    let mut runners = Vec::new();
+    for i in 0..60 {
+        let jit = h
+            .client
+            .generate_jit_config(h.scale_set_id, &format!("runner-{i}"), "_work")
+            .await
+            .unwrap();
+        runners.push(
+            h.fake
+                .runner_start(jit.encoded_jit_config.expose())
+                .unwrap()
+                .runner_id,
+        );
+    }
+    eventually("every message so far acknowledged", || {
+        !h.fake
+            .with_state(|s| s.scale_sets[&h.scale_set_id].messages_pending())
+    })
+    .await;
+
+    // 60 starts, then 30 ends, all at once: the next message holds 50 starts, and its
+    // statistics already leave out the 30 jobs that ended.
+    h.fake.with_state(|s| {
+        for id in &runners {
+            assert!(
+                s.runner_take_job(*id).unwrap().is_some(),
+                "a job for every runner"
+            );
+        }
+        for id in &runners[..30] {
+            s.runner_finish(*id, "succeeded").unwrap();
+        }
+    });
+    let written = h
+        .cluster
+        .wait_for("the decision counting the 30 ends", |w| {
+            w.decisions.last().is_some_and(|d| d.job_ends == 30)
+        })
+        .await;
+    listener.stop().await;
+    assert_eq!(written.decisions.last().unwrap().replicas, 30);
+    let at_60 = written.decisions.iter().position(|d| d.replicas == 60).unwrap();
+    for d in &written.decisions[at_60..] {
+        assert!(
+            i64::from(d.replicas) + d.job_ends >= 60,
+            "decision {} dropped jobs whose ends were not read: {:?}",
+            d.sequence,
+            written.decisions
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_runners_are_idle_headroom_and_limit_changes_apply_live() {
     let h = harness(Limits {
