@@ -47,6 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             concurrency: usize::from(args.runner_concurrency),
         },
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
+        log_level: args.log_level.clone(),
         bin_dir: bin_dir.clone(),
     };
     let started_at = result::utc(
@@ -105,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             kube_burst: args.kube_burst,
             runner_concurrency: args.runner_concurrency,
             long_poll_window_s: HARNESS_LONG_POLL_S,
+            controller_log_level: args.log_level.clone(),
         },
         cases: results,
     };

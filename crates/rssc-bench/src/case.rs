@@ -44,6 +44,8 @@ pub struct Env {
     pub client: limit::ClientSettings,
     /// A run that has not finished by then fails.
     pub timeout: Duration,
+    /// The controller's log filter.
+    pub log_level: String,
 }
 
 /// How long the scale sets and their listeners may take to come up.
@@ -68,7 +70,7 @@ pub async fn run_once(case: &Case, env: &Env) -> anyhow::Result<Figures> {
             "RSSC_RUNNER_CONCURRENCY".to_owned(),
             env.client.concurrency.to_string(),
         ),
-        ("RSSC_LOG_LEVEL".to_owned(), "info".to_owned()),
+        ("RSSC_LOG_LEVEL".to_owned(), env.log_level.clone()),
     ]);
     let harness = Harness::start_with(
         "bench",

@@ -66,6 +66,12 @@ pub struct Args {
     #[arg(long, env = "RSSC_BENCH_RUNNER_CONCURRENCY", default_value_t = 32)]
     pub runner_concurrency: u16,
 
+    /// The controller's log filter (`RSSC_LOG_LEVEL`), e.g.
+    /// `info,rssc_controller::ephemeral_runner_set=debug`; the logs stay with
+    /// `RSSC_E2E_KEEP_LOGS=1`.
+    #[arg(long, env = "RSSC_BENCH_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
     /// Give up a scenario run that has not finished after this many seconds.
     #[arg(long, env = "RSSC_BENCH_TIMEOUT_SECONDS", default_value_t = 600)]
     pub timeout_seconds: u64,

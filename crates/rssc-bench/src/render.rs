@@ -90,7 +90,7 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     let _ = writeln!(
         out,
         "| Binaries | {} profile{}; controller Kubernetes client QPS {} / burst {}, {} EphemeralRunner \
-         reconciles at once; fake GitHub long-poll window {} s |\n",
+         reconciles at once{}; fake GitHub long-poll window {} s |\n",
         s.profile,
         if s.build.is_empty() {
             String::new()
@@ -100,6 +100,11 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
         s.kube_qps,
         s.kube_burst,
         s.runner_concurrency,
+        // Logging more costs the controller time, so a run that did says so.
+        match s.controller_log_level.as_str() {
+            "" | "info" => String::new(),
+            filter => format!(", controller log filter `{filter}`"),
+        },
         s.long_poll_window_s
     );
     let _ = writeln!(
@@ -545,6 +550,7 @@ mod tests {
                 kube_burst: 1000,
                 runner_concurrency: 32,
                 long_poll_window_s: 2,
+                controller_log_level: "info".into(),
             },
             cases: vec![
                 case("burst-10", Kind::Burst, 1, 10, &[(keys::PODS_ALL_CREATED_S, 0.5)]),
@@ -598,6 +604,14 @@ mod tests {
         assert!(
             before.contains("| Binaries | release profile; controller"),
             "{before}"
+        );
+        assert!(!now.contains("controller log filter `"), "{now}");
+        let mut logged = run();
+        logged.settings.controller_log_level = "info,rssc_controller=debug".into();
+        let page = page(&logged, "x.json");
+        assert!(
+            page.contains("reconciles at once, controller log filter `info,rssc_controller=debug`;"),
+            "{page}"
         );
     }
 

@@ -36,6 +36,9 @@ pub struct Settings {
     pub runner_concurrency: u16,
     /// The fake GitHub's long-poll window, seconds (the end-to-end harness's setting).
     pub long_poll_window_s: u64,
+    /// The controller's log filter; empty in runs from before it was recorded (`info`).
+    #[serde(default)]
+    pub controller_log_level: String,
 }
 
 /// One scenario's runs.
