@@ -11,6 +11,11 @@
 //!
 //! The count never goes above what the statistics and the ends read explain, and jobs the
 //! statistics add come at once.
+//!
+//! A restarted listener may be behind too: the messages its predecessor had not read wait for
+//! it, and its session's statistics may leave out their jobs already. So it starts from the
+//! jobs its predecessor's last decision counted, as if behind, and the first message that is
+//! not full (or a poll that finds nothing) ends that.
 
 use crate::handler::MESSAGE_CAPACITY;
 
@@ -26,6 +31,15 @@ pub struct AssignedJobs {
 }
 
 impl AssignedJobs {
+    /// Continues after a predecessor whose last decision counted `assigned` jobs.
+    pub fn resumed(assigned: i64) -> Self {
+        Self {
+            reported: 0,
+            counted: assigned.max(0),
+            behind: true,
+        }
+    }
+
     /// Takes a message: its statistics' `totalAssignedJobs`, the job ends it reports (none for
     /// a message counted before), and how many job events it holds.
     pub fn message(&mut self, reported: i64, ends: usize, events: usize) {
@@ -124,6 +138,21 @@ mod tests {
         a.message(30, 0, FULL);
         a.caught_up();
         assert_eq!((a.count(), a.ends_unread()), (30, 0));
+    }
+
+    #[test]
+    fn a_restart_holds_the_last_decision_until_caught_up() {
+        let mut a = AssignedJobs::resumed(60);
+        a.session(30);
+        assert_eq!((a.count(), a.ends_unread()), (60, 30));
+        a.message(30, 10, FULL);
+        assert_eq!(a.count(), 50);
+        a.message(30, 20, 5);
+        assert_eq!(a.count(), 30);
+        let mut idle = AssignedJobs::resumed(4);
+        idle.session(0);
+        idle.caught_up();
+        assert_eq!(idle.count(), 0, "nothing was waiting");
     }
 
     #[test]

@@ -24,6 +24,10 @@ use crate::{
 pub struct StoredState {
     /// The sequence of the last decision written.
     pub last_sequence: i64,
+    /// The runners the last decision asked for.
+    pub replicas: i32,
+    /// The runners the last decision left out for the maximum.
+    pub beyond_max: i32,
     /// The job ends of the last decision written.
     pub job_ends: i64,
     /// The last message whose job ends `job_ends` counts.
@@ -174,6 +178,8 @@ impl Cluster for KubeCluster {
         let listener = set.status.and_then(|s| s.listener).unwrap_or_default();
         Ok(StoredState {
             last_sequence: set.spec.patch_sequence,
+            replicas: set.spec.replicas,
+            beyond_max: set.spec.beyond_max,
             job_ends: set.spec.job_ends,
             job_ends_through: set.spec.job_ends_through,
             session: SessionState {

@@ -53,6 +53,14 @@ pub fn beyond_max(limits: Limits, total_assigned_jobs: i64) -> i32 {
     i32::try_from(over).unwrap_or(i32::MAX)
 }
 
+/// The assigned jobs a decision for `replicas` runners, `beyond_max` more left out, counted
+/// under `limits` (the inverse of [`desired_runners`] and [`beyond_max`]); 0 if `minRunners`
+/// alone explains it.
+pub fn jobs_counted_by(limits: Limits, replicas: i32, beyond_max: i32) -> i64 {
+    let counted = i64::from(replicas.max(0)) + i64::from(beyond_max.max(0));
+    (counted - i64::from(limits.min_runners.max(0))).max(0)
+}
+
 /// A decision to write to the EphemeralRunnerSet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -277,6 +285,15 @@ mod tests {
             ),
             i32::MAX
         );
+    }
+
+    #[test]
+    fn a_decision_tells_the_jobs_it_counted() {
+        for jobs in [0, 3, 8, 50] {
+            let (replicas, beyond) = (desired_runners(LIMITS, jobs), beyond_max(LIMITS, jobs));
+            assert_eq!(jobs_counted_by(LIMITS, replicas, beyond), jobs);
+        }
+        assert_eq!(jobs_counted_by(LIMITS, 1, 0), 0, "below minRunners");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::{
     job_records::{self, RunnerRecord},
     metrics::ListenerMetrics,
     patches::SessionState,
-    scaler::{Decider, Limits, beyond_max, desired_runners},
+    scaler::{Decider, Limits, beyond_max, desired_runners, jobs_counted_by},
     traces::JobTraces,
 };
 
@@ -151,6 +151,14 @@ impl<C: Cluster> Listener<C> {
         let Some(stored) = self.read_stored_state(&mut shutdown).await else {
             return;
         };
+        // A predecessor's unread messages may hold the ends of jobs the statistics have
+        // dropped already: start from the jobs its last decision counted.
+        let assigned = if stored.last_sequence > 0 {
+            let limits = *self.limits.borrow();
+            AssignedJobs::resumed(jobs_counted_by(limits, stored.replicas, stored.beyond_max))
+        } else {
+            AssignedJobs::default()
+        };
         let mut state = State {
             decider: Decider::new(
                 self.settings.heartbeat,
@@ -161,7 +169,7 @@ impl<C: Cluster> Listener<C> {
             .counted_through(stored.job_ends_through),
             session: stored.session,
             statistics: None,
-            assigned: AssignedJobs::default(),
+            assigned,
             sessions_created: 0,
             state_written: None,
             traces: JobTraces::default(),

@@ -475,6 +475,11 @@ async fn a_decision_written_after_another_does_not_undo_it() {
         (2, 1, Some(through(11))),
         "a restarted listener reads back the last message its count went with"
     );
+    assert_eq!(
+        (stored.replicas, stored.beyond_max),
+        (2, 0),
+        "and the runners it asked for"
+    );
 
     // The RunnerSet is deleted: no runners, under the next sequence.
     let none = serde_json::json!({"spec": {"replicas": 0, "patchSequence": 3}});

@@ -90,6 +90,8 @@ impl Cluster for MemoryCluster {
         let w = self.snapshot();
         Ok(StoredState {
             last_sequence: w.decisions.last().map_or(0, |d| d.sequence),
+            replicas: w.decisions.last().map_or(0, |d| d.replicas),
+            beyond_max: w.decisions.last().map_or(0, |d| d.beyond_max),
             job_ends: w.decisions.last().map_or(0, |d| d.job_ends),
             job_ends_through: w.decisions.last().and_then(|d| d.job_ends_through),
             session: w.session,
@@ -677,23 +679,9 @@ async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
     );
 }
 
-/// GitHub's statistics are current, but a message holds at most 50 events: while more wait, a
-/// message can count fewer assigned jobs than before without the ends of the jobs it dropped.
-/// A decision written from those statistics alone reaches the controller before the ends that
-/// explain it, and the controller takes it for fewer jobs: it scales down idle runners that
-/// the remaining jobs are about to take. So the count comes down only by the ends read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it_read() {
-    let h = harness(Limits {
-        min_runners: 0,
-        max_runners: 60,
-    })
-    .await;
-    // Every decision is written at once, so none is merged into a later one.
-    let listener = h.start_listener_with(|s| s.decision_pace = Duration::ZERO);
-    h.cluster
-        .wait_for("the first decision", |w| !w.decisions.is_empty())
-        .await;
+/// Queues 60 jobs, waits for the decision that asks for them, and starts a runner for each
+/// with every message so far acknowledged; returns the runners' IDs.
+async fn sixty_jobs_assigned_and_sixty_runners_up(h: &Harness) -> Vec<i64> {
     h.queue(60);
     h.cluster
         .wait_for("a runner for every job", |w| {
@@ -719,11 +707,14 @@ async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it
             .with_state(|s| s.scale_sets[&h.scale_set_id].messages_pending())
     })
     .await;
+    runners
+}
 
-    // 60 starts, then 30 ends, all at once: the next message holds 50 starts, and its
-    // statistics already leave out the 30 jobs that ended.
+/// 60 starts, then 30 ends, all at once: the next message holds 50 starts, and its statistics
+/// already leave out the 30 jobs that ended.
+fn sixty_start_and_thirty_end_at_once(h: &Harness, runners: &[i64]) {
     h.fake.with_state(|s| {
-        for id in &runners {
+        for id in runners {
             assert!(
                 s.runner_take_job(*id).unwrap().is_some(),
                 "a job for every runner"
@@ -733,13 +724,17 @@ async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it
             s.runner_finish(*id, "succeeded").unwrap();
         }
     });
+}
+
+/// Waits for the decision that counts the 30 ends and checks that none before it, from the
+/// first that asked for 60 runners on, dropped jobs whose ends it had not counted.
+async fn no_decision_dropped_unread_ends(h: &Harness) {
     let written = h
         .cluster
         .wait_for("the decision counting the 30 ends", |w| {
             w.decisions.last().is_some_and(|d| d.job_ends == 30)
         })
         .await;
-    listener.stop().await;
     assert_eq!(written.decisions.last().unwrap().replicas, 30);
     let at_60 = written.decisions.iter().position(|d| d.replicas == 60).unwrap();
     for d in &written.decisions[at_60..] {
@@ -750,6 +745,53 @@ async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it
             written.decisions
         );
     }
+}
+
+/// GitHub's statistics are current, but a message holds at most 50 events: while more wait, a
+/// message can count fewer assigned jobs than before without the ends of the jobs it dropped.
+/// A decision written from those statistics alone reaches the controller before the ends that
+/// explain it, and the controller takes it for fewer jobs: it scales down idle runners that
+/// the remaining jobs are about to take. So the count comes down only by the ends read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it_read() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 60,
+    })
+    .await;
+    // Every decision is written at once, so none is merged into a later one.
+    let listener = h.start_listener_with(|s| s.decision_pace = Duration::ZERO);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let runners = sixty_jobs_assigned_and_sixty_runners_up(&h).await;
+    sixty_start_and_thirty_end_at_once(&h, &runners);
+    no_decision_dropped_unread_ends(&h).await;
+    listener.stop().await;
+}
+
+/// The same after a restart: the messages a stopped listener had not read wait for the next
+/// one, whose session's statistics already leave out the jobs that ended meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_listener_lowers_the_count_only_by_the_job_ends_it_read() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 60,
+    })
+    .await;
+    let no_pace = |s: &mut Settings| s.decision_pace = Duration::ZERO;
+    let first = h.start_listener_with(no_pace);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
+    let runners = sixty_jobs_assigned_and_sixty_runners_up(&h).await;
+    first.stop().await;
+    sixty_start_and_thirty_end_at_once(&h, &runners);
+    assert_eq!(h.fake.statistics(h.scale_set_id).total_assigned_jobs, 30);
+
+    let second = h.start_listener_with(no_pace);
+    no_decision_dropped_unread_ends(&h).await;
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
