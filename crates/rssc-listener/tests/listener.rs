@@ -581,7 +581,6 @@ async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
     })
     .await;
     // Every decision is written before its message is acknowledged.
-    let no_pace = |s: &mut Settings| s.decision_pace = Duration::ZERO;
     let first = h.start_listener_with(no_pace);
     h.cluster
         .wait_for("the first decision", |w| !w.decisions.is_empty())
@@ -679,9 +678,24 @@ async fn a_message_delivered_again_does_not_count_its_job_ends_twice() {
     );
 }
 
-/// Queues 60 jobs, waits for the decision that asks for them, and starts a runner for each
-/// with every message so far acknowledged; returns the runners' IDs.
-async fn sixty_jobs_assigned_and_sixty_runners_up(h: &Harness) -> Vec<i64> {
+/// Decisions are written at once, so none is merged into a later one.
+fn no_pace(settings: &mut Settings) {
+    settings.decision_pace = Duration::ZERO;
+}
+
+/// Starts a listener (no pace) for a scale set of at most 60 runners, queues 60 jobs, waits
+/// for the decision that asks for them, and starts a runner for each with every message so
+/// far acknowledged; returns the runners' IDs.
+async fn sixty_jobs_assigned_and_sixty_runners_up() -> (Harness, Running, Vec<i64>) {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 60,
+    })
+    .await;
+    let listener = h.start_listener_with(no_pace);
+    h.cluster
+        .wait_for("the first decision", |w| !w.decisions.is_empty())
+        .await;
     h.queue(60);
     h.cluster
         .wait_for("a runner for every job", |w| {
@@ -707,7 +721,7 @@ async fn sixty_jobs_assigned_and_sixty_runners_up(h: &Harness) -> Vec<i64> {
             .with_state(|s| s.scale_sets[&h.scale_set_id].messages_pending())
     })
     .await;
-    runners
+    (h, listener, runners)
 }
 
 /// 60 starts, then 30 ends, all at once: the next message holds 50 starts, and its statistics
@@ -754,17 +768,7 @@ async fn no_decision_dropped_unread_ends(h: &Harness) {
 /// the remaining jobs are about to take. So the count comes down only by the ends read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it_read() {
-    let h = harness(Limits {
-        min_runners: 0,
-        max_runners: 60,
-    })
-    .await;
-    // Every decision is written at once, so none is merged into a later one.
-    let listener = h.start_listener_with(|s| s.decision_pace = Duration::ZERO);
-    h.cluster
-        .wait_for("the first decision", |w| !w.decisions.is_empty())
-        .await;
-    let runners = sixty_jobs_assigned_and_sixty_runners_up(&h).await;
+    let (h, listener, runners) = sixty_jobs_assigned_and_sixty_runners_up().await;
     sixty_start_and_thirty_end_at_once(&h, &runners);
     no_decision_dropped_unread_ends(&h).await;
     listener.stop().await;
@@ -774,17 +778,7 @@ async fn a_listener_behind_the_messages_lowers_the_count_only_by_the_job_ends_it
 /// one, whose session's statistics already leave out the jobs that ended meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_listener_lowers_the_count_only_by_the_job_ends_it_read() {
-    let h = harness(Limits {
-        min_runners: 0,
-        max_runners: 60,
-    })
-    .await;
-    let no_pace = |s: &mut Settings| s.decision_pace = Duration::ZERO;
-    let first = h.start_listener_with(no_pace);
-    h.cluster
-        .wait_for("the first decision", |w| !w.decisions.is_empty())
-        .await;
-    let runners = sixty_jobs_assigned_and_sixty_runners_up(&h).await;
+    let (h, first, runners) = sixty_jobs_assigned_and_sixty_runners_up().await;
     first.stop().await;
     sixty_start_and_thirty_end_at_once(&h, &runners);
     assert_eq!(h.fake.statistics(h.scale_set_id).total_assigned_jobs, 30);
