@@ -1,5 +1,5 @@
 //! One run of one scenario: start everything through the end-to-end harness, apply the scale
-//! sets, queue the jobs at once, wait until every job is done and every EphemeralRunner gone,
+//! sets, queue the jobs (at once, or at a steady rate), wait until every job is done and every EphemeralRunner gone,
 //! then gather what happened and compute the figures.
 
 use std::{
@@ -19,7 +19,7 @@ use rssc_sandbox::{
     manifests, memory, observe, report,
     sandbox::{record_run, runner_of_job},
 };
-use rssc_sim_github::{JobSpec, JobState};
+use rssc_sim_github::{Arrival, JobDuration, JobSpec, JobState, Scenario};
 use rssc_sim_node::{PodKind, config::SIMULATED_NODE_LABEL};
 use serde_json::Value;
 
@@ -124,14 +124,31 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
     watches.push(gone_watch);
     let cpu_before = h.controller_pid().and_then(cpu::ticks);
     let started = Instant::now();
-    for set_labels in &labels {
-        for _ in 0..case.jobs_per_scale_set {
-            h.github.queue_job(
-                JobSpec::for_labels(set_labels.iter().cloned())
-                    .with_duration(Duration::from_millis(case.job_ms)),
-            );
+    let duration = Duration::from_millis(case.job_ms);
+    let queueing: Vec<tokio::task::JoinHandle<Vec<i64>>> = match case.jobs_per_second {
+        None => {
+            for set_labels in &labels {
+                for _ in 0..case.jobs_per_scale_set {
+                    h.github
+                        .queue_job(JobSpec::for_labels(set_labels.iter().cloned()).with_duration(duration));
+                }
+            }
+            Vec::new()
         }
-    }
+        Some(rate) => labels
+            .iter()
+            .map(|set_labels| {
+                h.github.run_scenario(Scenario {
+                    arrival: Arrival::Steady {
+                        count: case.jobs_per_scale_set,
+                        interval: Duration::from_secs(1) / rate.max(1),
+                    },
+                    duration: JobDuration::Fixed(duration),
+                    labels: set_labels.clone(),
+                })
+            })
+            .collect(),
+    };
     let total = case.jobs();
     let deadline = started + env.timeout;
     let mut timed_out = false;
@@ -164,6 +181,7 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         tokio::time::sleep(POLL).await;
     }
     let elapsed = started.elapsed();
+    queueing.iter().for_each(tokio::task::JoinHandle::abort);
     let cpu_ms = match (cpu_before, h.controller_pid().and_then(cpu::ticks)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1000.0 / cpu::ticks_per_second() as f64),
         _ => None,
@@ -190,7 +208,7 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         .map(rssc_sim_node::NodeSim::summary)
         .unwrap_or_default();
     let runner_of_job = runner_of_job(&summary);
-    let (finished, origin, last_finish) = h.github.with_state(|s| {
+    let (finished, origin, last_queued, last_finish) = h.github.with_state(|s| {
         let finished: BTreeMap<String, SystemTime> = s
             .jobs
             .values()
@@ -199,12 +217,14 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         (
             finished,
             s.jobs.values().map(|j| j.queue_time()).min(),
+            s.jobs.values().map(|j| j.queue_time()).max(),
             s.jobs.values().filter_map(|j| j.finish_time()).max(),
         )
     });
     let objects = seen.snapshot();
     let extras = Extras {
         origin,
+        last_queued,
         pods_seen: objects.values().filter_map(|r| r.pod).collect(),
         finished,
         runner_seen: objects

@@ -41,6 +41,16 @@ pub struct Args {
     #[arg(long, env = "RSSC_BENCH_DRAIN_JOBS", default_value_t = 1000)]
     pub drain_jobs: usize,
 
+    /// Jobs in the steady scenario (queued one after another at --steady-rate, each running
+    /// 3 s).
+    #[arg(long, env = "RSSC_BENCH_STEADY_JOBS", default_value_t = 200)]
+    pub steady_jobs: usize,
+
+    /// Jobs queued per second in the steady scenario.
+    #[arg(long, env = "RSSC_BENCH_STEADY_RATE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub steady_rate: u32,
+
     /// Play only these kinds of scenario (default: all).
     #[arg(long, env = "RSSC_BENCH_ONLY", value_enum, value_delimiter = ',')]
     pub only: Vec<Kind>,
@@ -50,7 +60,7 @@ pub struct Args {
     pub max_jobs: Option<usize>,
 
     /// A short run for figures in a few minutes: one run each, bursts of 10 and 100, 1 and 5
-    /// scale sets, a drain of 200 jobs.
+    /// scale sets, a drain of 200 jobs, 50 steady jobs.
     #[arg(long, env = "RSSC_BENCH_QUICK")]
     pub quick: bool,
 

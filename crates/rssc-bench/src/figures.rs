@@ -52,6 +52,8 @@ pub mod keys {
     pub const JOBS_PER_SECOND: &str = "jobs_per_second";
     /// First job queued → everything done and every EphemeralRunner gone, seconds.
     pub const ELAPSED_S: &str = "elapsed_s";
+    /// First job queued → last job queued, seconds (0 when they are queued at once).
+    pub const QUEUED_OVER_S: &str = "queued_over_s";
     /// Job acquired → its EphemeralRunner created, median, ms.
     pub const ACQUIRED_TO_RUNNER_P50: &str = "acquired_to_runner_p50_ms";
     /// EphemeralRunner → its JIT Secret, median, ms.
@@ -95,6 +97,8 @@ pub fn is_setup_call(endpoint: &str) -> bool {
 pub struct Extras {
     /// When the first job was queued.
     pub origin: Option<SystemTime>,
+    /// When the last job was queued.
+    pub last_queued: Option<SystemTime>,
     /// When each runner Pod was first seen (every runner Pod, not only those that ran a job).
     pub pods_seen: Vec<SystemTime>,
     /// When each runner finished its job (the fake GitHub's finish time), by runner name.
@@ -139,6 +143,9 @@ pub fn compute(report: &Report, extras: &Extras) -> Figures {
     f.insert(keys::RUNNERS.into(), runners as f64);
 
     if let Some(origin) = extras.origin {
+        if let Some(ms) = extras.last_queued.and_then(|t| ms_between(origin, t)) {
+            f.insert(keys::QUEUED_OVER_S.into(), round(ms as f64 / 1000.0, 2));
+        }
         let mut pods: Vec<u64> = extras
             .pods_seen
             .iter()
@@ -484,6 +491,7 @@ mod tests {
         };
         let extras = Extras {
             origin: Some(at(0)),
+            last_queued: Some(at(0)),
             pods_seen: vec![at(400), at(200)],
             finished: [("r1".to_owned(), at(2000)), ("r2".to_owned(), at(2500))].into(),
             runner_seen: [("r1".to_owned(), at(150)), ("r2".to_owned(), at(160))].into(),
@@ -532,6 +540,7 @@ mod tests {
         assert_eq!(f[keys::JOBS], 2.0);
         assert_eq!(f[keys::RUNNERS], 2.0);
         assert_eq!(f[keys::PODS_ALL_CREATED_S], 0.4, "the second Pod came 400 ms in");
+        assert_eq!(f[keys::QUEUED_OVER_S], 0.0, "both jobs were queued at once");
         assert_eq!(f[keys::ACQUIRED_TO_POD_P50], 100.0);
         assert_eq!(f[keys::ACQUIRED_TO_POD_P99], 300.0);
         assert_eq!(f[keys::EXIT_TO_GONE_P50], 300.0);

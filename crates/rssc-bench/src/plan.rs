@@ -14,6 +14,9 @@ pub enum Kind {
     Drain,
     /// Jobs queued at once across several scale sets.
     ScaleSets,
+    /// Jobs queued one after another at a steady rate, each with a runner: what a job meets
+    /// in everyday operation, when nothing queues behind a burst.
+    Steady,
 }
 
 /// One scenario.
@@ -25,8 +28,12 @@ pub struct Case {
     pub kind: Kind,
     /// Scale sets (each an AutoscaleSet, a RunnerSet and a listener).
     pub scale_sets: usize,
-    /// Jobs per scale set, all queued at once.
+    /// Jobs per scale set, queued at once unless `jobs_per_second` paces them.
     pub jobs_per_scale_set: usize,
+    /// Jobs queued per second, one after another; `None` queues them all at once (and in runs
+    /// from before steady scenarios existed).
+    #[serde(default)]
+    pub jobs_per_second: Option<u32>,
     /// maxRunners of each scale set.
     pub max_runners: usize,
     /// How long each job runs, ms.
@@ -48,6 +55,11 @@ impl Case {
 pub const BURST_JOB_MS: u64 = 3000;
 /// How long drain jobs run.
 pub const DRAIN_JOB_MS: u64 = 1000;
+/// How long steady jobs run.
+pub const STEADY_JOB_MS: u64 = 3000;
+/// maxRunners of the steady scenario, as a multiple of the runners its jobs keep busy at once,
+/// so that the maximum never holds a job back.
+const STEADY_HEADROOM: u64 = 4;
 
 /// The scenarios the flags ask for.
 pub fn cases(args: &Args) -> Vec<Case> {
@@ -69,6 +81,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
             kind: Kind::Burst,
             scale_sets: 1,
             jobs_per_scale_set: jobs,
+            jobs_per_second: None,
             max_runners: jobs,
             job_ms: BURST_JOB_MS,
             runs: if jobs == largest {
@@ -92,6 +105,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
         kind: Kind::Drain,
         scale_sets: 1,
         jobs_per_scale_set: drain_jobs,
+        jobs_per_second: None,
         max_runners: drain_runners,
         job_ms: DRAIN_JOB_MS,
         runs,
@@ -109,12 +123,35 @@ pub fn cases(args: &Args) -> Vec<Case> {
             kind: Kind::ScaleSets,
             scale_sets: n,
             jobs_per_scale_set: per_set,
+            jobs_per_second: None,
             max_runners: per_set,
             job_ms: BURST_JOB_MS,
             runs,
             measure_limit: false,
         });
     }
+    let steady_jobs = if quick {
+        args.steady_jobs.min(50)
+    } else {
+        args.steady_jobs
+    }
+    .min(cap)
+    .max(1);
+    let rate = args.steady_rate.max(1);
+    let busy_at_once = u64::from(rate) * STEADY_JOB_MS / 1000;
+    out.push(Case {
+        name: format!("steady-{rate}-per-s"),
+        kind: Kind::Steady,
+        scale_sets: 1,
+        jobs_per_scale_set: steady_jobs,
+        jobs_per_second: Some(rate),
+        max_runners: usize::try_from(busy_at_once.max(1) * STEADY_HEADROOM)
+            .unwrap_or(usize::MAX)
+            .min(steady_jobs),
+        job_ms: STEADY_JOB_MS,
+        runs,
+        measure_limit: false,
+    });
     out.retain(|c| args.only.is_empty() || args.only.contains(&c.kind));
     out
 }
@@ -142,7 +179,8 @@ mod tests {
                 "drain-1000-on-200",
                 "scale-sets-1",
                 "scale-sets-5",
-                "scale-sets-20"
+                "scale-sets-20",
+                "steady-10-per-s"
             ]
         );
         let largest = &cases[2];
@@ -150,6 +188,13 @@ mod tests {
         assert!(cases.iter().filter(|c| c.measure_limit).count() == 1);
         assert_eq!(cases[3].job_ms, 1000);
         assert_eq!(cases[6].jobs(), 400);
+        let steady = &cases[7];
+        assert_eq!((steady.jobs(), steady.jobs_per_second), (200, Some(10)));
+        assert_eq!(
+            steady.max_runners, 120,
+            "four times the 30 runners its jobs keep busy"
+        );
+        assert!(cases[..7].iter().all(|c| c.jobs_per_second.is_none()));
     }
 
     #[test]

@@ -38,7 +38,9 @@ fn a_small_run_reports_every_figure() {
             "--scale-sets",
             "2",
             "--only",
-            "burst,scale-sets",
+            "burst,scale-sets,steady",
+            "--steady-rate",
+            "5",
         ])
         .args(["--timeout-seconds", "120", "--no-doc"])
         .arg("--bin-dir")
@@ -61,7 +63,7 @@ fn a_small_run_reports_every_figure() {
         .iter()
         .map(|c| c["case"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["burst-5", "scale-sets-2"]);
+    assert_eq!(names, ["burst-5", "scale-sets-2", "steady-5-per-s"]);
     for c in cases {
         assert_eq!(c["runs"].as_array().unwrap().len(), 1, "{c}");
         assert_eq!(c["median"]["jobs_completed"], c["median"]["jobs"], "{c}");
@@ -80,6 +82,17 @@ fn a_small_run_reports_every_figure() {
     );
     assert!(cases[1]["median"]["jobs_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(cases[1]["median"]["jobs"], 4.0, "two scale sets of two jobs");
+    let steady = &cases[2]["median"];
+    assert_eq!(steady["jobs"], 5.0, "the cap holds for steady jobs too");
+    let queued_over = steady["queued_over_s"].as_f64().unwrap();
+    assert!(
+        (0.7..5.0).contains(&queued_over),
+        "five jobs five a second are queued over about 0.8 s, not at once: {steady}"
+    );
+    assert_eq!(
+        cases[0]["median"]["queued_over_s"], 0.0,
+        "a burst is queued at once"
+    );
 
     let page = dir.join("benchmarks.md");
     let status = Command::new(env!("CARGO_BIN_EXE_rssc-bench"))
@@ -96,5 +109,6 @@ fn a_small_run_reports_every_figure() {
         page.contains("5 jobs queued at once → 5 runner Pods created"),
         "{page}"
     );
+    assert!(page.contains("## Jobs arriving at a steady rate"), "{page}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
