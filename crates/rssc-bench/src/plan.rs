@@ -92,13 +92,9 @@ pub fn cases(args: &Args) -> Vec<Case> {
             measure_limit: jobs == largest,
         })
         .collect();
-    let drain_jobs = if quick {
-        args.drain_jobs.min(200)
-    } else {
-        args.drain_jobs
-    }
-    .min(cap)
-    .max(1);
+    let jobs_of =
+        |asked: usize, quick_most: usize| if quick { asked.min(quick_most) } else { asked }.clamp(1, cap);
+    let drain_jobs = jobs_of(args.drain_jobs, 200);
     let drain_runners = args.drain_runners.min(drain_jobs).max(1);
     out.push(Case {
         name: format!("drain-{drain_jobs}-on-{drain_runners}"),
@@ -130,13 +126,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
             measure_limit: false,
         });
     }
-    let steady_jobs = if quick {
-        args.steady_jobs.min(50)
-    } else {
-        args.steady_jobs
-    }
-    .min(cap)
-    .max(1);
+    let steady_jobs = jobs_of(args.steady_jobs, 50);
     let rate = args.steady_rate.max(1);
     let busy_at_once = u64::from(rate) * STEADY_JOB_MS / 1000;
     out.push(Case {
