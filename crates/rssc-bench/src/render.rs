@@ -454,15 +454,33 @@ fn where_time_goes(out: &mut String, run: &BenchResult) {
     let Some(h) = headline(run) else {
         return;
     };
+    // The steady scenario beside the burst: the same way with nothing queued ahead.
+    let columns: Vec<&CaseResult> = std::iter::once(h).chain(steady_case(run)).collect();
+    let names: Vec<String> = columns.iter().map(|c| format!("`{}`", c.case.name)).collect();
+    let header = |what: &str, unit: &str| {
+        let cells: Vec<String> = names.iter().map(|n| format!("{n}{unit}")).collect();
+        format!(
+            "| {what} | {} |\n|---|{}",
+            cells.join(" | "),
+            "---|".repeat(cells.len())
+        )
+    };
+    let row = |label: &str, key: &str, unit: &str| {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| num(c.median.get(key).copied(), unit))
+            .collect();
+        format!("| {label} | {} |", cells.join(" | "))
+    };
     let f = &h.median;
     let get = |k: &str| f.get(k).copied();
-    let _ = writeln!(out, "## Where the time goes (`{}`)\n", h.case.name);
+    let _ = writeln!(out, "## Where the time goes ({})\n", names.join(", "));
     let _ = writeln!(
         out,
         "A runner's way from its job acquired to its Pod, as the bench's watches saw each object \
          appear (medians over runners, then over runs):\n"
     );
-    let _ = writeln!(out, "| Stage | p50 |\n|---|---|");
+    let _ = writeln!(out, "{}", header("Stage", " p50"));
     for (label, key) in [
         (
             "Job acquired → EphemeralRunner created (listener decision, ERS patch, ERS reconcile)",
@@ -482,13 +500,14 @@ fn where_time_goes(out: &mut String, run: &BenchResult) {
             keys::POD_TO_JOB_STARTED_P50,
         ),
     ] {
-        let _ = writeln!(out, "| {label} | {} |", num(get(key), " ms"));
+        let _ = writeln!(out, "{}", row(label, key, " ms"));
     }
     let _ = writeln!(
         out,
-        "\nThe controller's and the listener's own spans (OpenTelemetry, exported to the bench); \
-         `pod.create` and `secret.create` include any wait for the client's rate limit, since the \
-         limit sits inside the client:\n"
+        "\nThe controller's and the listener's own spans in `{}` (OpenTelemetry, exported to the \
+         bench); `pod.create` and `secret.create` include any wait for the client's rate limit, \
+         since the limit sits inside the client:\n",
+        h.case.name
     );
     let _ = writeln!(out, "| Span | count | p50 | p99 | total |\n|---|---|---|---|---|");
     let mut groups: Vec<&str> = f
@@ -510,19 +529,32 @@ fn where_time_goes(out: &mut String, run: &BenchResult) {
             num(at("total_s"), " s")
         );
     }
+    let by_part = |out: &mut String, prefix: &str, what: &str| {
+        // The burst's largest first; parts only the steady scenario has come after.
+        let mut parts: Vec<&str> = prefixed(f, prefix).into_iter().map(|(k, _)| k).collect();
+        for c in &columns[1..] {
+            for (k, _) in prefixed(&c.median, prefix) {
+                if !parts.contains(&k) {
+                    parts.push(k);
+                }
+            }
+        }
+        let _ = writeln!(out, "{}", header(what, ""));
+        for part in parts {
+            let _ = writeln!(
+                out,
+                "{}",
+                row(&format!("`{part}`"), &format!("{prefix}{part}"), "")
+            );
+        }
+    };
     let _ = writeln!(
         out,
         "\nGitHub calls per job by endpoint (setup calls excluded):\n"
     );
-    let _ = writeln!(out, "| Endpoint | per job |\n|---|---|");
-    for (endpoint, v) in prefixed(f, "github.") {
-        let _ = writeln!(out, "| `{endpoint}` | {v} |");
-    }
+    by_part(out, "github.", "Endpoint (per job)");
     let _ = writeln!(out, "\nKubernetes writes per runner by verb and resource:\n");
-    let _ = writeln!(out, "| Write | per runner |\n|---|---|");
-    for (write, v) in prefixed(f, "kube.") {
-        let _ = writeln!(out, "| `{write}` | {v} |");
-    }
+    by_part(out, "kube.", "Write (per runner)");
     out.push('\n');
 }
 
@@ -746,7 +778,15 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("| `pod.create` | 1000 | 4 ms | – | – |"), "{page}");
-        assert!(page.contains("| `POST /x/generatejitconfig` | 1 |"), "{page}");
+        assert!(
+            page.contains("| Endpoint (per job) | `burst-1000` | `steady-10-per-s` |"),
+            "{page}"
+        );
+        assert!(page.contains("| `POST /x/generatejitconfig` | 1 | – |"), "{page}");
+        assert!(
+            page.contains("| Stage | `burst-1000` p50 | `steady-10-per-s` p50 |"),
+            "{page}"
+        );
     }
 
     #[test]
