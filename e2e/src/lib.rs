@@ -73,7 +73,14 @@ pub struct HarnessOptions {
     /// Connect the controller and the listeners through a [`FaultProxy`], so the scenario can
     /// inject Kubernetes API faults on a real cluster as on the test server.
     pub kube_fault_proxy: bool,
+    /// How long the fake GitHub holds a long poll with no message before its 202; default
+    /// [`TEST_LONG_POLL_WINDOW`], which keeps tests quick.
+    pub github_long_poll_window: Option<Duration>,
 }
+
+/// The fake GitHub's long-poll window in tests: short, so that a test waiting on the 202
+/// path does not wait GitHub's 50 s.
+pub const TEST_LONG_POLL_WINDOW: Duration = Duration::from_secs(2);
 
 /// Builds the binaries under test (a no-op when they are current) and returns their directory.
 pub fn build_binaries() -> PathBuf {
@@ -137,7 +144,7 @@ impl Harness {
         let github = Arc::new(
             FakeGitHub::start_tls(
                 FakeConfig {
-                    long_poll_window: Duration::from_secs(2),
+                    long_poll_window: options.github_long_poll_window.unwrap_or(TEST_LONG_POLL_WINDOW),
                     tick: Duration::from_millis(10),
                     ..FakeConfig::default()
                 },
