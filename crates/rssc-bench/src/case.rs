@@ -1,6 +1,6 @@
 //! One run of one scenario: start everything through the end-to-end harness, apply the scale
-//! sets, queue the jobs (at once, or at a steady rate), wait until every job is done and every EphemeralRunner gone,
-//! then gather what happened and compute the figures.
+//! sets, queue the jobs (at once, or at a steady rate), wait until every job is done and every
+//! EphemeralRunner gone, then gather what happened and compute the figures.
 
 use std::{
     collections::BTreeMap,
