@@ -76,6 +76,9 @@ pub struct HarnessOptions {
     /// How long the fake GitHub holds a long poll with no message before its 202; default
     /// [`TEST_LONG_POLL_WINDOW`], which keeps tests quick.
     pub github_long_poll_window: Option<Duration>,
+    /// How many simulated nodes run the Pods, each with the kubelet's default room
+    /// ([`rssc_sim_node::config::DEFAULT_MAX_PODS`]); default one, enough for any test.
+    pub nodes: Option<usize>,
 }
 
 /// The fake GitHub's long-poll window in tests: short, so that a test waiting on the 202
@@ -202,6 +205,8 @@ impl Harness {
 
         // Nodes that run runner Pods against the fake and listener Pods as processes.
         let mut sim = SimConfig::new(&format!("sim-{namespace}"));
+        sim.node_names =
+            rssc_sim_node::config::node_names(&format!("sim-{namespace}"), options.nodes.unwrap_or(1));
         sim.scheduling = if real_cluster {
             Scheduling::External
         } else {

@@ -79,6 +79,7 @@ pub async fn run_once(case: &Case, env: &Env) -> anyhow::Result<Figures> {
             crds: Some(env.crds.clone()),
             controller_env,
             github_long_poll_window: Some(Duration::from_secs(crate::bench::LONG_POLL_WINDOW_S)),
+            nodes: Some(case.nodes),
             ..HarnessOptions::default()
         },
     )

@@ -42,6 +42,24 @@ pub struct Case {
     pub runs: u32,
     /// Whether to measure the test server's limit after each run.
     pub measure_limit: bool,
+    /// Simulated nodes the Pods run on, each with the kubelet's default room; one in runs from
+    /// before the bench sized them to the scenario.
+    #[serde(default = "one")]
+    pub nodes: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Nodes of the kubelet's default room that hold every Pod a scenario can have at once: each
+/// scale set's listener and its `maxRunners` runners. A cluster that runs this many runners has
+/// the nodes for them (or an autoscaler that adds them); with fewer, jobs would wait for a free
+/// slot, and the figures would measure the node, not rssc.
+pub fn nodes_for(scale_sets: usize, max_runners: usize) -> usize {
+    let pods = scale_sets * (max_runners + 1);
+    pods.div_ceil(rssc_sim_node::config::DEFAULT_MAX_PODS as usize)
+        .max(1)
 }
 
 impl Case {
@@ -90,6 +108,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
                 runs
             },
             measure_limit: jobs == largest,
+            nodes: nodes_for(1, jobs),
         })
         .collect();
     let jobs_of =
@@ -106,6 +125,7 @@ pub fn cases(args: &Args) -> Vec<Case> {
         job_ms: DRAIN_JOB_MS,
         runs,
         measure_limit: false,
+        nodes: nodes_for(1, drain_runners),
     });
     let sets: Vec<usize> = if quick {
         vec![1, 5]
@@ -124,23 +144,26 @@ pub fn cases(args: &Args) -> Vec<Case> {
             job_ms: BURST_JOB_MS,
             runs,
             measure_limit: false,
+            nodes: nodes_for(n, per_set),
         });
     }
     let steady_jobs = jobs_of(args.steady_jobs, 50);
     let rate = args.steady_rate.max(1);
     let busy_at_once = u64::from(rate) * STEADY_JOB_MS / 1000;
+    let steady_runners = usize::try_from(busy_at_once.max(1) * STEADY_HEADROOM)
+        .unwrap_or(usize::MAX)
+        .min(steady_jobs);
     out.push(Case {
         name: format!("steady-{rate}-per-s"),
         kind: Kind::Steady,
         scale_sets: 1,
         jobs_per_scale_set: steady_jobs,
         jobs_per_second: Some(rate),
-        max_runners: usize::try_from(busy_at_once.max(1) * STEADY_HEADROOM)
-            .unwrap_or(usize::MAX)
-            .min(steady_jobs),
+        max_runners: steady_runners,
         job_ms: STEADY_JOB_MS,
         runs,
         measure_limit: false,
+        nodes: nodes_for(1, steady_runners),
     });
     out.retain(|c| args.only.is_empty() || args.only.contains(&c.kind));
     out
@@ -185,6 +208,32 @@ mod tests {
             "four times the 30 runners its jobs keep busy"
         );
         assert!(cases[..7].iter().all(|c| c.jobs_per_second.is_none()));
+        let nodes: Vec<usize> = cases.iter().map(|c| c.nodes).collect();
+        assert_eq!(
+            nodes,
+            [1, 1, 10, 2, 1, 1, 4, 2],
+            "room for every runner and listener at once, 110 Pods a node"
+        );
+    }
+
+    #[test]
+    fn nodes_hold_every_pod_a_scenario_can_have_at_once() {
+        assert_eq!(nodes_for(1, 1), 1);
+        assert_eq!(nodes_for(1, 109), 1, "109 runners and the listener fill one node");
+        assert_eq!(nodes_for(1, 110), 2);
+        assert_eq!(nodes_for(1, 1000), 10);
+        assert_eq!(nodes_for(20, 20), 4, "420 Pods");
+        assert_eq!(nodes_for(0, 5), 1);
+    }
+
+    #[test]
+    fn runs_from_before_the_bench_sized_its_nodes_ran_on_one() {
+        let case: Case = serde_json::from_value(serde_json::json!({
+            "name": "burst-1000", "kind": "burst", "scale_sets": 1, "jobs_per_scale_set": 1000,
+            "max_runners": 1000, "job_ms": 3000, "runs": 5, "measure_limit": true
+        }))
+        .unwrap();
+        assert_eq!((case.nodes, case.jobs_per_second), (1, None));
     }
 
     #[test]

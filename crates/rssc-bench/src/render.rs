@@ -110,18 +110,19 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     );
     let _ = writeln!(
         out,
-        "| Scenario | Scale sets × jobs | maxRunners | Job length | Runs (done / asked) |"
+        "| Scenario | Scale sets × jobs | maxRunners | Job length | Simulated nodes | Runs (done / asked) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for c in &run.cases {
         let _ = writeln!(
             out,
-            "| `{}` | {} × {} | {} | {} s | {} / {}{} |",
+            "| `{}` | {} × {} | {} | {} s | {} | {} / {}{} |",
             c.case.name,
             c.case.scale_sets,
             c.case.jobs_per_scale_set,
             c.case.max_runners,
             c.case.job_ms as f64 / 1000.0,
+            c.case.nodes,
             c.runs.len(),
             c.case.runs,
             if c.failures.is_empty() {
@@ -653,6 +654,7 @@ mod tests {
                 job_ms: 3000,
                 runs: 1,
                 measure_limit: false,
+                nodes: crate::plan::nodes_for(sets, jobs),
             },
             runs: vec![f.clone()],
             failures: Vec::new(),
@@ -765,6 +767,23 @@ mod tests {
         let page = page(&logged, "x.json");
         assert!(
             page.contains("reconciles at once, controller log filter `info,rssc_controller=debug`;"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn the_scenario_table_says_how_many_nodes_ran_the_pods() {
+        let page = page(&run(), "x.json");
+        assert!(
+            page.contains("| Scenario | Scale sets × jobs | maxRunners | Job length | Simulated nodes |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("| `burst-1000` | 1 × 1000 | 1000 | 3 s | 10 | 1 / 1 |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("| `burst-10` | 1 × 10 | 10 | 3 s | 1 | 1 / 1 |"),
             "{page}"
         );
     }

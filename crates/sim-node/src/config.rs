@@ -6,6 +6,8 @@ use crate::fault::FailurePolicy;
 
 /// Label every simulated Node carries (value `"true"`); also the key of its `NoSchedule` taint.
 pub const SIMULATED_NODE_LABEL: &str = "sim.rssc.dev/node";
+/// Pods a node runs at once unless told otherwise: the kubelet's default `maxPods`.
+pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Label key selecting the pods the simulator runs by default.
 pub const COMPONENT_LABEL: &str = "scaleset.actions.github.com/component";
 
@@ -117,12 +119,20 @@ pub struct SimConfig {
     pub delete_nodes_on_stop: bool,
 }
 
+/// Names for `count` nodes (at least one): `first`, then `first-1`, `first-2`, and so on, so
+/// one node keeps the name it always had.
+pub fn node_names(first: &str, count: usize) -> Vec<String> {
+    std::iter::once(first.to_owned())
+        .chain((1..count).map(|i| format!("{first}-{i}")))
+        .collect()
+}
+
 impl SimConfig {
     /// One node named `node_name`, binding mode, rssc pods, no listener support.
     pub fn new(node_name: &str) -> Self {
         Self {
             node_names: vec![node_name.to_owned()],
-            max_pods: 110,
+            max_pods: DEFAULT_MAX_PODS,
             scheduling: Scheduling::Bind,
             selector: PodSelector::default(),
             start_latency: Duration::from_millis(100),
@@ -134,5 +144,17 @@ impl SimConfig {
             work_dir: std::env::temp_dir().join(format!("rssc-sim-node-{}-{node_name}", std::process::id())),
             delete_nodes_on_stop: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_keep_the_first_name_and_number_the_rest() {
+        assert_eq!(node_names("sim-a", 0), ["sim-a"]);
+        assert_eq!(node_names("sim-a", 1), ["sim-a"]);
+        assert_eq!(node_names("sim-a", 3), ["sim-a", "sim-a-1", "sim-a-2"]);
     }
 }

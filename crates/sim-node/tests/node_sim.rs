@@ -14,7 +14,10 @@ use kube::{
 use rssc_api::v1alpha1::{EphemeralRunner, EphemeralRunnerSet, RunnerSet};
 use rssc_controller::runner_pod::{JitConfig, jit_secret, runner_pod};
 use rssc_sim_github::JobState;
-use rssc_sim_node::{Fault, ListenerSettings, PodKind};
+use rssc_sim_node::{
+    Fault, ListenerSettings, PodKind,
+    config::{SIMULATED_NODE_LABEL, node_names},
+};
 use serde_json::json;
 use support::{Env, GitHub, WAIT, condition, container_status, eventually, plain_pod, start_sim, with_env};
 
@@ -285,6 +288,54 @@ async fn extra_pods_stay_pending_until_a_slot_frees_and_oom_kills_free_it() {
             }
         })
         .await;
+        sim.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_spread_over_the_nodes_and_wait_when_every_node_is_full() {
+    with_env("nodes", |env| async move {
+        let mut config = env.sim_config();
+        config.node_names = node_names(&env.node_name(), 2);
+        config.max_pods = 1;
+        let names = config.node_names.clone();
+        let sim = start_sim(&env, config, None).await;
+        let on_either_node = |name: &str| {
+            let mut pod = plain_pod(&env, name, "Never");
+            // Either of this test's nodes, so a real cluster's scheduler chooses as ours does.
+            pod["spec"]["nodeSelector"] = json!({ SIMULATED_NODE_LABEL: "true" });
+            pod["spec"]["affinity"] = json!({"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": names}
+                    ]}
+                ]}
+            }});
+            pod
+        };
+        env.create::<Pod>(on_either_node("first")).await;
+        env.create::<Pod>(on_either_node("second")).await;
+        let mut used = Vec::new();
+        for name in ["first", "second"] {
+            let pod = pod_where(&env, name, "Running", |p| phase(p) == "Running").await;
+            used.push(
+                pod.spec
+                    .and_then(|s| s.node_name)
+                    .expect("a running pod is bound"),
+            );
+        }
+        used.sort();
+        let mut nodes = names.clone();
+        nodes.sort();
+        assert_eq!(used, nodes, "one pod on each node");
+
+        env.create::<Pod>(on_either_node("third")).await;
+        let pending = pod_where(&env, "third", "Unschedulable", |p| {
+            condition(p, "PodScheduled").is_some_and(|c| c.1.as_deref() == Some("Unschedulable"))
+        })
+        .await;
+        assert_eq!(phase(&pending), "Pending");
         sim.stop().await;
     })
     .await;
