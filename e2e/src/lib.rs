@@ -204,9 +204,9 @@ impl Harness {
         harness.secret("github-token", "token", PAT).await;
 
         // Nodes that run runner Pods against the fake and listener Pods as processes.
-        let mut sim = SimConfig::new(&format!("sim-{namespace}"));
-        sim.node_names =
-            rssc_sim_node::config::node_names(&format!("sim-{namespace}"), options.nodes.unwrap_or(1));
+        let first_node = format!("sim-{namespace}");
+        let mut sim = SimConfig::new(&first_node);
+        sim.node_names = rssc_sim_node::config::node_names(&first_node, options.nodes.unwrap_or(1));
         sim.scheduling = if real_cluster {
             Scheduling::External
         } else {
