@@ -526,21 +526,28 @@ async fn a_runner_github_removed_is_replaced_not_retried() {
     controllers.stop().await;
 }
 
-/// Runs one EphemeralRunner `name` with its controller talking through the fault proxy, which
-/// refuses the first `times` creates of `resource` with 409 `Conflict`; returns once the runner
-/// has a Pod and a Secret holding the registration its status records.
-async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, times: usize) {
+/// Runs one EphemeralRunner `name` with its controller talking through the fault proxy with the
+/// binary's own client, while the proxy refuses the first `times` creates of `resource` with
+/// `code`; returns once the runner has a Pod and a Secret holding the registration its status
+/// records.
+async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, code: u16, times: usize) {
     let t = Target::new(test).await;
     let (fake, ca) = github().await;
     let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
         .await
         .unwrap();
-    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
+    let mut config = kube::Config::new(proxy.url().parse().unwrap());
+    config.default_namespace = t.namespace.clone();
+    let client =
+        rssc_runtime::kube_client::client_for(config, &rssc_runtime::kube_client::KubeArgs::default())
+            .unwrap();
+    let ctx = Arc::new(Context::new(client, support::settings()));
     let controllers = Controllers::start(&ctx, &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunners]);
     let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
     let set = support::runner_set_for(&t, &asss, 1);
+    fake.clear_calls();
 
-    proxy.faults().refuse("create", resource, 409, times);
+    proxy.faults().refuse("create", resource, code, times);
     create_runner(&t, &set, name).await;
     let secret_runner_id = || async {
         t.api::<Secret>()
@@ -564,9 +571,22 @@ async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, 
         .faults()
         .codes("create", resource)
         .into_iter()
-        .filter(|code| *code == 409)
+        .filter(|c| *c == code)
         .count();
     assert_eq!(refused, times, "each refusal was met");
+    if code == 429 {
+        // Flow control did nothing with the request: the client sends it again, and the
+        // reconcile neither fails nor registers the runner a second time.
+        let jit_calls = fake
+            .calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/generatejitconfig"))
+            .count();
+        assert_eq!(
+            jit_calls, 1,
+            "one JIT configuration, the throttled create sent again"
+        );
+    }
     let id = registration(&t, name).await.unwrap();
     fake.with_state(|s| {
         let registered: Vec<i64> = s
@@ -587,12 +607,20 @@ async fn runner_despite_refused_creates(test: &str, name: &str, resource: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pod_create_is_tried_again() {
     // More refusals than the runner's own writes trigger reconciles.
-    runner_despite_refused_creates("pod-refused", "ci-runner-podrefused", "pods", 3).await;
+    runner_despite_refused_creates("pod-refused", "ci-runner-podrefused", "pods", 409, 3).await;
 }
 
 /// A create of the runner's JIT Secret answered 409 `Conflict` made no Secret: the runner is
 /// not recorded as registered with a Secret that does not exist (its Pod could never start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_secret_create_is_tried_again() {
-    runner_despite_refused_creates("secret-refused", "ci-runner-secretrefused", "secrets", 1).await;
+    runner_despite_refused_creates("secret-refused", "ci-runner-secretrefused", "secrets", 409, 1).await;
+}
+
+/// The API server's flow control (API Priority and Fairness) rejects a request it will not
+/// queue with 429 and `Retry-After`, having done nothing with it: the controller's client sends
+/// it again after that wait, so a busy control plane slows a runner down without failing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_the_api_server_throttles_are_sent_again() {
+    runner_despite_refused_creates("secret-throttled", "ci-runner-secretthrottled", "secrets", 429, 2).await;
 }

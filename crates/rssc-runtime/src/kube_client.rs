@@ -1,6 +1,7 @@
 //! The Kubernetes client of both binaries, with a client-side request rate limit (QPS and
 //! burst, as client-go has) so a 1,000-runner burst neither starves nor floods the API server,
-//! and request metrics by verb, resource and status class.
+//! retries of requests the server's flow control rejected (429 with `Retry-After`, as client-go
+//! retries them), and request metrics by verb, resource and status class.
 
 use std::{
     future::Future,
@@ -13,7 +14,10 @@ use std::{
 
 use clap::Args;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use kube::{Client, Config, client::ClientBuilder};
+use kube::{
+    Client, Config,
+    client::{Body, ClientBuilder},
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -56,13 +60,137 @@ pub async fn client(args: &KubeArgs) -> Result<Client, kube::Error> {
     client_for(config, args)
 }
 
-/// A client for `config`, limited as `args` says.
+/// A client for `config`, limited as `args` says, that sends a request flow control rejected
+/// again after the server's `Retry-After` ([`RetryThrottled`]).
 pub fn client_for(config: Config, args: &KubeArgs) -> Result<Client, kube::Error> {
     let builder = ClientBuilder::try_from(config)?.with_layer(&RequestMetricsLayer);
-    Ok(match args.quota() {
+    let limited = match args.quota() {
         Some(quota) => builder.with_layer(&RateLimitLayer::new(quota)).build(),
         None => builder.build(),
-    })
+    };
+    let namespace = limited.default_namespace().to_owned();
+    // kube's own stack cannot be called twice for one request; a client can.
+    Ok(Client::new(RetryThrottled::new(Sender(limited)), namespace))
+}
+
+/// How many times a request rejected with 429 and `Retry-After` is sent again (client-go's
+/// default).
+pub const THROTTLED_RETRIES: u32 = 10;
+
+/// The longest wait a `Retry-After` gets, whatever it asks.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Sends a request again, up to [`THROTTLED_RETRIES`] times, when the API server answered it
+/// 429 Too Many Requests with a `Retry-After` header, after the seconds that header asks: what
+/// API Priority and Fairness (and `--max-requests-inflight`) answer a request they will not
+/// queue, having done nothing with it. A 429 without `Retry-After` (an eviction a
+/// PodDisruptionBudget blocks) is the answer, as in client-go.
+#[derive(Clone, Debug)]
+pub struct RetryThrottled<S> {
+    inner: S,
+}
+
+impl<S> RetryThrottled<S> {
+    /// Retries `inner`'s throttled requests.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, RB> Service<http::Request<Body>> for RetryThrottled<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The service made ready goes with this call; a clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect_bytes().await?;
+            let call = KubeCall::of(&parts.method, parts.uri.path(), parts.uri.query());
+            let mut retries = 0;
+            loop {
+                let mut again = http::Request::builder()
+                    .method(parts.method.clone())
+                    .uri(parts.uri.clone())
+                    .version(parts.version);
+                if let Some(headers) = again.headers_mut() {
+                    headers.clone_from(&parts.headers);
+                }
+                let again = again.body(Body::from(body.clone()))?;
+                std::future::poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                let response = inner.call(again).await.map_err(Into::into)?;
+                match throttled_wait(&response) {
+                    Some(wait) if retries < THROTTLED_RETRIES => {
+                        retries += 1;
+                        request_metrics().retried(&call);
+                        tracing::debug!(
+                            verb = call.verb,
+                            resource = %call.resource,
+                            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                            retries,
+                            "the API server is throttling; sending the request again"
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Ok(response),
+                }
+            }
+        })
+    }
+}
+
+/// How long to wait before sending again a request answered `response`: `None` unless it is a
+/// 429 with `Retry-After` in seconds.
+fn throttled_wait<B>(response: &http::Response<B>) -> Option<Duration> {
+    if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(LONGEST_RETRY_AFTER))
+}
+
+/// A [`Client`] as a service, so [`RetryThrottled`] can send through it more than once.
+#[derive(Clone)]
+struct Sender(Client);
+
+impl Service<http::Request<Body>> for Sender {
+    type Response = http::Response<Body>;
+    type Error = kube::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The client's own buffer waits for readiness inside `send`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let client = self.0.clone();
+        Box::pin(async move { client.send(request).await })
+    }
 }
 
 /// Counts every request of the process's Kubernetes clients (one set per process, whichever
@@ -70,6 +198,7 @@ pub fn client_for(config: Config, args: &KubeArgs) -> Result<Client, kube::Error
 #[derive(Clone, Debug)]
 pub struct KubeRequestMetrics {
     requests: Family<KubeRequestLabels, Counter>,
+    retries: Family<CallLabels, Counter>,
     duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -78,6 +207,12 @@ struct KubeRequestLabels {
     verb: &'static str,
     resource: String,
     status_class: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    verb: &'static str,
+    resource: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -94,12 +229,14 @@ pub fn request_metrics() -> &'static KubeRequestMetrics {
     static METRICS: OnceLock<KubeRequestMetrics> = OnceLock::new();
     METRICS.get_or_init(|| KubeRequestMetrics {
         requests: Family::default(),
+        retries: Family::default(),
         duration: Family::new_with_constructor(request_histogram),
     })
 }
 
 impl KubeRequestMetrics {
-    /// Registers `rssc_kube_requests_total` and `rssc_kube_request_duration_seconds`.
+    /// Registers `rssc_kube_requests_total`, `rssc_kube_request_retries_total` and
+    /// `rssc_kube_request_duration_seconds`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "rssc_kube_requests",
@@ -107,10 +244,24 @@ impl KubeRequestMetrics {
             self.requests.clone(),
         );
         registry.register(
+            "rssc_kube_request_retries",
+            "Kubernetes API requests sent again after the server rejected them with 429 and Retry-After",
+            self.retries.clone(),
+        );
+        registry.register(
             "rssc_kube_request_duration_seconds",
             "Time until the Kubernetes API answered, by verb (watches excluded)",
             self.duration.clone(),
         );
+    }
+
+    /// Records that a throttled request is sent again.
+    pub fn retried(&self, call: &KubeCall) {
+        let labels = CallLabels {
+            verb: call.verb,
+            resource: call.resource.clone(),
+        };
+        self.retries.get_or_create(&labels).inc();
     }
 
     /// Records one request.
@@ -399,6 +550,130 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    /// Method, URI, content type and body of a request a test server got.
+    type Seen = Arc<std::sync::Mutex<Vec<(http::Method, String, Option<String>, Vec<u8>)>>>;
+
+    /// A server that answers every request with the next of `answers` (the last one again
+    /// once they run out), and the requests it got.
+    fn answering(
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> (
+        impl Service<http::Request<Body>, Response = http::Response<()>, Error = Infallible, Future = impl Send>
+        + Clone
+        + Send
+        + 'static,
+        Seen,
+    ) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let answers = Arc::new(answers);
+        let service = tower::service_fn(move |r: http::Request<Body>| {
+            let (log, answers) = (log.clone(), answers.clone());
+            async move {
+                let (parts, body) = r.into_parts();
+                let body = body.collect_bytes().await.unwrap().to_vec();
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let n = {
+                    let mut log = log.lock().unwrap();
+                    log.push((parts.method, parts.uri.to_string(), content_type, body));
+                    log.len()
+                };
+                let (status, retry_after) = answers[(n - 1).min(answers.len() - 1)];
+                let mut response = http::Response::builder().status(status);
+                if let Some(seconds) = retry_after {
+                    response = response.header(http::header::RETRY_AFTER, seconds);
+                }
+                Ok::<_, Infallible>(response.body(()).unwrap())
+            }
+        });
+        (service, seen)
+    }
+
+    fn create_secret() -> http::Request<Body> {
+        http::Request::post("/api/v1/namespaces/retry-test/secrets")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(br#"{"metadata":{"name":"s"}}"#.to_vec()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn throttled_requests_are_sent_again_whole_after_retry_after() {
+        let (server, seen) = answering(vec![(429, Some("0")), (429, Some("0")), (201, None)]);
+        let mut service = RetryThrottled::new(server);
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(create_secret())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            3,
+            "two rejections, then the request that went through"
+        );
+        for request in seen.iter() {
+            assert_eq!(request, &seen[0], "every attempt is the same request");
+        }
+        assert_eq!(seen[0].0, http::Method::POST);
+        assert_eq!(seen[0].1, "/api/v1/namespaces/retry-test/secrets");
+        assert_eq!(seen[0].2.as_deref(), Some("application/json"));
+        assert_eq!(seen[0].3, br#"{"metadata":{"name":"s"}}"#);
+        let mut registry = Registry::default();
+        request_metrics().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let line = r#"rssc_kube_request_retries_total{verb="create",resource="secrets"} "#;
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+
+    #[tokio::test]
+    async fn a_429_without_retry_after_and_the_last_of_many_are_the_answer() {
+        // An eviction a PodDisruptionBudget blocks: 429 without Retry-After, not retried.
+        let (server, seen) = answering(vec![(429, None), (201, None)]);
+        let response = RetryThrottled::new(server)
+            .oneshot(create_secret())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+
+        let (server, seen) = answering(vec![(429, Some("0"))]);
+        let response = RetryThrottled::new(server)
+            .oneshot(create_secret())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            429,
+            "after the last retry the 429 is the answer"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1 + THROTTLED_RETRIES as usize);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let answer = |status: u16, retry_after: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(v) = retry_after {
+                r = r.header(http::header::RETRY_AFTER, v);
+            }
+            throttled_wait(&r.body(()).unwrap())
+        };
+        assert_eq!(answer(429, Some("1")), Some(Duration::from_secs(1)));
+        assert_eq!(answer(429, Some(" 2 ")), Some(Duration::from_secs(2)));
+        assert_eq!(answer(429, Some("3600")), Some(LONGEST_RETRY_AFTER));
+        assert_eq!(answer(429, Some("Wed, 21 Oct 2026 07:28:00 GMT")), None);
+        assert_eq!(answer(429, None), None);
+        assert_eq!(answer(503, Some("1")), None, "only 429 means nothing was done");
+        assert_eq!(answer(200, Some("1")), None);
     }
 
     #[tokio::test]

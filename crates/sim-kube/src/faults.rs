@@ -54,6 +54,9 @@ pub enum Refused {
     /// the name it generated is taken, unless its `RetryGenerateName` feature (on by default
     /// from Kubernetes 1.31) tries other names first.
     NameTaken,
+    /// 429 Too Many Requests with `Retry-After: 1` and a plain-text body: how API Priority and
+    /// Fairness (and `--max-requests-inflight`) rejects a request it will not queue.
+    TooManyRequests,
 }
 
 /// Requests of one kind to refuse, a set number of times.
@@ -103,13 +106,14 @@ impl Faults {
     }
 
     /// Answers the next `times` writes with `verb` (`create`, `patch`, ...) on `resource`
-    /// (plural, `pods/status` for a subresource) with `code` (409 Conflict or 500) without
-    /// applying them, whatever the rates say: for tests that need one particular write to fail.
+    /// (plural, `pods/status` for a subresource) with `code` (409 Conflict, 429 Too Many
+    /// Requests, or 500) without applying them, whatever the rates say: for tests that need one
+    /// particular write to fail.
     pub fn refuse(&self, verb: &str, resource: &str, code: u16, times: usize) {
-        let answer = if code == 409 {
-            Refused::Conflict
-        } else {
-            Refused::ServerError
+        let answer = match code {
+            409 => Refused::Conflict,
+            429 => Refused::TooManyRequests,
+            _ => Refused::ServerError,
         };
         self.push_refusal(verb, resource, answer, times);
     }

@@ -99,6 +99,19 @@ fn json_response(code: u16, value: &Value, warnings: &[String]) -> Response<ResB
         .unwrap_or_else(|_| Response::new(ResBody::Full(None)))
 }
 
+/// What API Priority and Fairness answers a request it rejects: 429, `Retry-After`, and a
+/// plain-text body (not a `Status`).
+fn too_many_requests() -> Response<ResBody> {
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("retry-after", "1")
+        .body(ResBody::Full(Some(Bytes::from_static(
+            b"Too many requests, please try again later.\n",
+        ))))
+        .unwrap_or_else(|_| Response::new(ResBody::Full(None)))
+}
+
 fn error_response(e: &ApiError) -> Response<ResBody> {
     json_response(e.code, &e.to_status(), &[])
 }
@@ -221,6 +234,10 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Re
                 Refused::Conflict => ApiError::conflict(rt, &target.name),
                 Refused::ServerError => ApiError::internal("injected fault: etcd is unavailable"),
                 Refused::NameTaken => ApiError::already_exists(rt, &generated_name(&body)),
+                Refused::TooManyRequests => {
+                    ctx.faults.record(record(429));
+                    return Ok(too_many_requests());
+                }
             })
         } else if roll < faults.write_conflict_rate {
             Some(ApiError::conflict(ResourceType::as_ref(&target.rt), &target.name))

@@ -173,6 +173,19 @@ async fn faults_and_request_log() {
         .await
         .expect("the third create goes through");
 
+    // Rejected as flow control rejects: 429 with Retry-After and a plain-text body.
+    server.faults().refuse("create", "configmaps", 429, 1);
+    let e = cms.create(&PostParams::default(), &cm("d")).await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref r) if r.code == 429 && r.message.contains("Too many requests")),
+        "{e}"
+    );
+    assert!(
+        cms.get_opt("d").await.unwrap().is_none(),
+        "a rejected create changes nothing"
+    );
+    assert_eq!(server.faults().codes("create", "configmaps").last(), Some(&429));
+
     // A generated name that is taken, as an API server without RetryGenerateName answers.
     server.faults().refuse_generated_name("configmaps", 1);
     let mut generated = cm("");

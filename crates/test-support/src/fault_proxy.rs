@@ -1,8 +1,8 @@
 //! A plain-HTTP proxy on loopback in front of any Kubernetes API server (the test server or a
 //! real cluster) that injects the faults the test server can inject itself: a share of writes
 //! answered 409 Conflict or 500 without reaching the server, particular writes refused (409
-//! Conflict, 500, or 409 AlreadyExists for a taken generated name), and open watches ended on
-//! demand.
+//! Conflict, 429 Too Many Requests as flow control answers, 500, or 409 AlreadyExists for a
+//! taken generated name), and open watches ended on demand.
 //! Scenarios point the processes under test at it, so Kubernetes faults run against a real
 //! cluster too.
 //!
@@ -156,6 +156,10 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ProxyB
                 Refused::Conflict => conflict(&target),
                 Refused::ServerError => internal_error(),
                 Refused::NameTaken => name_taken(&target),
+                Refused::TooManyRequests => {
+                    upstream.faults.record(record(429));
+                    return too_many_requests();
+                }
             })
         } else if roll < config.write_conflict_rate {
             Some(conflict(&target))
@@ -229,6 +233,23 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
             to.insert(name, value.clone());
         }
     }
+}
+
+/// What API Priority and Fairness answers a request it rejects: 429, `Retry-After`, and a
+/// plain-text body (not a `Status`).
+fn too_many_requests() -> Response<ProxyBody> {
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::RETRY_AFTER, "1")
+        .body(
+            Full::new(Bytes::from_static(
+                b"Too many requests, please try again later.\n",
+            ))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        )
+        .expect("a valid response")
 }
 
 fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
