@@ -64,7 +64,7 @@ fn the_controller_runs_non_root_with_probes_and_every_flag_set() {
         ("RSSC_LISTENER_IMAGE", "ghcr.io/rssc-dev/rssc-listener:0.1.0"),
         ("RSSC_CONCURRENCY", "4"),
         ("RSSC_RUNNER_CONCURRENCY", "32"),
-        ("RSSC_KUBE_QPS", "500"),
+        ("RSSC_KUBE_QPS", "0"),
         ("RSSC_KUBE_BURST", "1000"),
         ("RSSC_LEADER_ELECTION", "true"),
         ("RSSC_LOG_FORMAT", "json"),

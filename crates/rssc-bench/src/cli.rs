@@ -64,8 +64,9 @@ pub struct Args {
     #[arg(long, env = "RSSC_BENCH_QUICK")]
     pub quick: bool,
 
-    /// The controller's Kubernetes client QPS (also the limit measurement's).
-    #[arg(long, env = "RSSC_BENCH_KUBE_QPS", default_value_t = 500)]
+    /// The controller's Kubernetes client QPS (also the limit measurement's); 0, the
+    /// controller's default, sets no client-side limit.
+    #[arg(long, env = "RSSC_BENCH_KUBE_QPS", default_value_t = 0)]
     pub kube_qps: u32,
 
     /// The controller's Kubernetes client burst (also the limit measurement's).

@@ -90,7 +90,7 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     );
     let _ = writeln!(
         out,
-        "| Binaries | {} profile{}; controller Kubernetes client QPS {} / burst {}, {} EphemeralRunner \
+        "| Binaries | {} profile{}; controller Kubernetes client {}, {} EphemeralRunner \
          reconciles at once{}; fake GitHub long-poll window {} s |\n",
         s.profile,
         if s.build.is_empty() {
@@ -98,8 +98,11 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
         } else {
             format!(", {}", s.build)
         },
-        s.kube_qps,
-        s.kube_burst,
+        if s.kube_qps == 0 {
+            "without a client-side rate limit".to_owned()
+        } else {
+            format!("QPS {} / burst {}", s.kube_qps, s.kube_burst)
+        },
         s.runner_concurrency,
         // Logging more costs the controller time, so a run that did says so.
         match s.controller_log_level.as_str() {
@@ -762,6 +765,17 @@ mod tests {
             "{before}"
         );
         assert!(!now.contains("controller log filter `"), "{now}");
+        assert!(
+            now.contains("client QPS 500 / burst 1000, 32 EphemeralRunner"),
+            "{now}"
+        );
+        let mut unlimited = run();
+        unlimited.settings.kube_qps = 0;
+        let page_unlimited = page(&unlimited, "x.json");
+        assert!(
+            page_unlimited.contains("client without a client-side rate limit, 32 EphemeralRunner"),
+            "{page_unlimited}"
+        );
         let mut logged = run();
         logged.settings.controller_log_level = "info,rssc_controller=debug".into();
         let page = page(&logged, "x.json");

@@ -264,10 +264,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kubernetes_client_limits_default_for_a_large_burst_and_can_be_lifted() {
+    fn the_kubernetes_client_is_unlimited_by_default_and_can_be_limited() {
         let defaults = Args::try_parse_from(["rssc-controller"]).unwrap();
-        assert_eq!((defaults.kube.kube_qps, defaults.kube.kube_burst), (500, 1000));
-        let unlimited = Args::try_parse_from(["rssc-controller", "--kube-qps", "0"]).unwrap();
-        assert!(unlimited.kube.quota().is_none());
+        assert_eq!((defaults.kube.kube_qps, defaults.kube.kube_burst), (0, 1000));
+        assert!(defaults.kube.quota().is_none());
+        let limited = Args::try_parse_from(["rssc-controller", "--kube-qps", "200"]).unwrap();
+        assert_eq!(limited.kube.quota().unwrap().burst_size().get(), 1000);
     }
 }

@@ -1,5 +1,6 @@
-//! The Kubernetes client of both binaries, with a client-side request rate limit (QPS and
-//! burst, as client-go has) so a 1,000-runner burst neither starves nor floods the API server,
+//! The Kubernetes client of both binaries, with an optional client-side request rate limit (QPS
+//! and burst, as client-go has; off by default, as the API server's own flow control is what
+//! protects it and the controller's reconcile concurrency bounds its requests in flight),
 //! retries of requests the server's flow control rejected (429 with `Retry-After`, as client-go
 //! retries them), and request metrics by verb, resource and status class.
 
@@ -28,10 +29,12 @@ use tower::{Layer, Service};
 /// Kubernetes client flags.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct KubeArgs {
-    /// Sustained Kubernetes API requests per second; 0 turns the client-side limit off.
-    #[arg(long, env = "RSSC_KUBE_QPS", default_value_t = 500)]
+    /// Sustained Kubernetes API requests per second; 0 (the default) leaves the pace to the API
+    /// server's flow control.
+    #[arg(long, env = "RSSC_KUBE_QPS", default_value_t = 0)]
     pub kube_qps: u32,
-    /// Requests that may go at once above the sustained rate (at least the QPS).
+    /// Requests that may go at once above the sustained rate (at least the QPS), when there is
+    /// one.
     #[arg(long, env = "RSSC_KUBE_BURST", default_value_t = 1000)]
     pub kube_burst: u32,
 }
@@ -39,7 +42,7 @@ pub struct KubeArgs {
 impl Default for KubeArgs {
     fn default() -> Self {
         Self {
-            kube_qps: 500,
+            kube_qps: 0,
             kube_burst: 1000,
         }
     }
@@ -469,7 +472,15 @@ mod tests {
             kube_burst: 5,
         };
         assert_eq!(small_burst.quota().unwrap().burst_size().get(), 50);
-        assert_eq!(KubeArgs::default().quota().unwrap().burst_size().get(), 1000);
+        assert!(
+            KubeArgs::default().quota().is_none(),
+            "no client-side limit by default"
+        );
+        let limited = KubeArgs {
+            kube_qps: 500,
+            ..KubeArgs::default()
+        };
+        assert_eq!(limited.quota().unwrap().burst_size().get(), 1000);
     }
 
     #[test]
