@@ -187,6 +187,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
                 _ = lost.wait_for(|l| *l) => {}
             }
         };
+        // Another replica may have registered runners while this one stood by.
+        ctx.fresh_runners.clear();
         info!(
             watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
             "controllers starting"

@@ -96,6 +96,8 @@ pub struct Context {
     pub set_status_pace: crate::status_pace::StatusPace,
     /// Runners the runner reconciler removed itself.
     pub self_removed: crate::self_removed::SelfRemoved,
+    /// Runners made and registered in this leadership term, whose Secrets need no reading.
+    pub fresh_runners: crate::fresh_runners::FreshRunners,
     /// AutoscaleSets that may hold a deprecated-runner-version record.
     pub version_records: crate::version_records::VersionRecords,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
@@ -146,6 +148,7 @@ impl Context {
             decisions: crate::decision_clock::DecisionClock::default(),
             set_status_pace: crate::status_pace::StatusPace::default(),
             self_removed: crate::self_removed::SelfRemoved::default(),
+            fresh_runners: crate::fresh_runners::FreshRunners::default(),
             version_records: crate::version_records::VersionRecords::default(),
             github: Mutex::default(),
             failures: Mutex::default(),

@@ -120,22 +120,36 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>
 
     // 1. A JIT configuration, kept in the runner's own Secret. The status records the
     // registration only with `Running` (a status write fewer per runner); until then the Secret
-    // is where it is, and a recorded ID means the Secret is there.
+    // is where it is, and a recorded ID means the Secret is there. A runner made or registered
+    // by this process in this leadership term needs no look at the Secret (`fresh_runners`).
+    let uid = runner.uid().unwrap_or_default();
+    let now = Instant::now();
     let registration = match status.runner_id {
         Some(runner_id) => Some(Registration {
             runner_id,
             runner_name: status.runner_name.clone(),
         }),
-        None => match secrets.get_opt(&name).await? {
+        None => match ctx.fresh_runners.registration(&uid, now) {
+            Some(known) => Some(known),
             None => {
-                if let Some(action) = register(runner, ctx).await? {
-                    return Ok(action);
+                // Made here and never tried: its Secret cannot exist yet.
+                let secret = if ctx.fresh_runners.take_made(&uid, now) {
+                    None
+                } else {
+                    secrets.get_opt(&name).await?
+                };
+                match secret {
+                    None => {
+                        if let Some(action) = register(runner, ctx).await? {
+                            return Ok(action);
+                        }
+                        // Registered just now: no Pod can exist yet (it reads the Secret that
+                        // did not), so create it in this same reconcile without looking for one.
+                        return create_pod(runner, ctx, &status, &pods).await;
+                    }
+                    Some(secret) => registration_in(&secret),
                 }
-                // Registered just now: no Pod can exist yet (it reads the Secret that did not),
-                // so create it in this same reconcile without looking for one.
-                return create_pod(runner, ctx, &status, &pods).await;
             }
-            Some(secret) => registration_in(&secret),
         },
     };
 
@@ -517,7 +531,15 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Acti
         .instrument(info_span!("secret.create"))
         .await
     {
-        Ok(_) => {}
+        Ok(_) => {
+            if let Some(uid) = runner.uid() {
+                let registration = Registration {
+                    runner_id: jit.runner.id,
+                    runner_name: Some(jit.runner.name.clone()),
+                };
+                ctx.fresh_runners.registered(&uid, registration, Instant::now());
+            }
+        }
         // A 409 Conflict made no Secret: recording the registration now would leave the Pod
         // nothing to read, and nothing looks for the Secret once the runner ID is recorded.
         Err(e) if already_exists(&e) => {}
@@ -602,6 +624,9 @@ fn scale_set_labels(runner: &EphemeralRunner) -> ScaleSetLabels {
 /// can be gone before the listener records its job's end: its exit, which follows the job's
 /// end, stands in for it then.
 fn record_removal(runner: &EphemeralRunner, ctx: &Context, exited: Option<&Time>) {
+    if let Some(uid) = runner.uid() {
+        ctx.fresh_runners.forget(&uid);
+    }
     let finished = runner
         .status
         .as_ref()

@@ -215,7 +215,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let created = stream::iter(0..plan.create)
-        .map(|i| create(&runners_api, set, traceparents.get(i)))
+        .map(|i| create(&runners_api, ctx, set, traceparents.get(i)))
         .buffer_unordered(WRITE_CONCURRENCY)
         .filter_map(|r| async move { r.err() })
         .collect::<Vec<_>>()
@@ -477,9 +477,11 @@ async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Erro
 /// Creates a runner. A Kubernetes 1.30 API server answers `AlreadyExists` when the name it
 /// generated is taken (later ones try other names first); with a thousand runners that
 /// happens in a few bursts in a hundred, and left to the next reconcile it held the runner
-/// back by a second or more, so the create is sent again for a new name.
+/// back by a second or more, so the create is sent again for a new name. The runner made is
+/// noted in [`crate::fresh_runners`]: its first reconcile need not look for its Secret.
 async fn create(
     api: &Api<EphemeralRunner>,
+    ctx: &Context,
     set: &EphemeralRunnerSet,
     traceparent: Option<&String>,
 ) -> Result<EphemeralRunner, kube::Error> {
@@ -489,6 +491,12 @@ async fn create(
         match api.create(&PostParams::default(), &runner).await {
             Err(kube::Error::Api(e)) if e.reason == "AlreadyExists" && attempts < NAME_ATTEMPTS => {
                 attempts += 1;
+            }
+            Ok(made) => {
+                if let Some(uid) = made.uid() {
+                    ctx.fresh_runners.made(&uid, std::time::Instant::now());
+                }
+                return Ok(made);
             }
             result => return result,
         }

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod decision_clock;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
+pub mod fresh_runners;
 pub mod leader;
 pub mod listener;
 pub mod merge;

@@ -352,16 +352,6 @@ async fn replaced_and_deregistered(t: &Target, fake: &rssc_sim_github::FakeGitHu
     .await;
 }
 
-async fn pod_runs(t: &Target, pod: &str) {
-    let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
-        "name": "runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
-        "state": {"running": {}}}]}});
-    t.api::<Pod>()
-        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_that_lose_their_job_or_pod_are_deregistered_and_replaced() {
     let t = Target::new("lost-runners").await;
@@ -398,7 +388,7 @@ async fn runners_that_lose_their_job_or_pod_are_deregistered_and_replaced() {
 
     // The Pod of a running runner vanishes (node lost, deleted by hand).
     let (name, id) = the_runner_with_a_pod(&t, &seen).await;
-    pod_runs(&t, &name).await;
+    support::pod_runs(&t, &name).await;
     eventually("the runner is Running", || async {
         t.api::<EphemeralRunner>()
             .get(&name)

@@ -472,6 +472,78 @@ async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
     controllers.stop().await;
 }
 
+/// A runner the set made in this process is registered and recorded `Running` without a read
+/// of its JIT Secret: nobody can have written that Secret before its first reconcile, and the
+/// registration it holds is the one this process made. Those were two reads per runner, a
+/// quarter of the controller's requests in a burst. Runners a controller did not make (after a
+/// restart, or created directly as the tests in `runner_failures.rs` do) still have it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_made_here_are_registered_and_run_without_reading_their_secrets() {
+    let t = Target::new("fresh-runners").await;
+    let (fake, ca) = github().await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
+    let controllers = Controllers::start(
+        &ctx,
+        &[
+            Reconciler::AutoscaleSets,
+            Reconciler::EphemeralRunnerSets,
+            Reconciler::EphemeralRunners,
+        ],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    support::create_runner_set(&t, &asss, 0).await;
+    decide(&t, 2, 1).await;
+    eventually("two runners with Pods", || async {
+        let rs = runners(&t).await;
+        let mut with_pods = 0;
+        for r in &rs {
+            if t.api::<Pod>().get_opt(&r.name_any()).await.unwrap().is_some() {
+                with_pods += 1;
+            }
+        }
+        rs.len() == 2 && with_pods == 2
+    })
+    .await;
+    let names: Vec<String> = runners(&t).await.iter().map(ResourceExt::name_any).collect();
+    for name in &names {
+        support::pod_runs(&t, name).await;
+    }
+    let recorded = || async {
+        let mut ids = Vec::new();
+        for r in runners(&t).await {
+            let status = r.status.unwrap_or_default();
+            if status.phase == Some(rssc_api::v1alpha1::EphemeralRunnerPhase::Running) {
+                ids.extend(status.runner_id);
+            }
+        }
+        ids
+    };
+    eventually(
+        "both runners recorded Running with their registration",
+        || async { recorded().await.len() == 2 },
+    )
+    .await;
+    let mut ids = recorded().await;
+    ids.sort_unstable();
+    let mut registered: Vec<i64> = fake.with_state(|s| s.runners.keys().copied().collect());
+    registered.sort_unstable();
+    assert_eq!(ids, registered, "the registrations made are the ones recorded");
+    let secret_reads: Vec<_> = proxy
+        .faults()
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "get" && r.resource == "secrets" && names.contains(&r.name))
+        .collect();
+    assert!(
+        secret_reads.is_empty(),
+        "no runner's Secret was read: {secret_reads:?}"
+    );
+    controllers.stop().await;
+}
+
 /// A Kubernetes 1.30 API server answers `AlreadyExists` when the name it generated for a new
 /// runner is taken (it does not try another, as later ones do). The set sends the create
 /// again at once: the runner comes with the same reconcile, which counts no error.

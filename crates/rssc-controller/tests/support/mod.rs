@@ -5,10 +5,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{
     Api, Client,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use rssc_api::v1alpha1::{
     AutoscaleSet, EphemeralRunnerSet, EphemeralRunnerSetSpec, NamespacedRef, RunnerConfig, RunnerSetSpec,
@@ -355,4 +355,15 @@ pub async fn registered_id(t: &Target, name: &str) -> Option<i64> {
     rssc_controller::ephemeral_runner::registered_id(&runner, &secrets)
         .await
         .unwrap()
+}
+
+/// Makes the runner's Pod `pod` report its runner container running, as a kubelet would.
+pub async fn pod_runs(t: &Target, pod: &str) {
+    let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
+        "state": {"running": {}}}]}});
+    t.api::<Pod>()
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
 }
