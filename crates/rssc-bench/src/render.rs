@@ -524,8 +524,8 @@ fn where_time_goes(out: &mut String, run: &BenchResult) {
     let _ = writeln!(
         out,
         "\nThe controller's and the listener's own spans in `{}` (OpenTelemetry, exported to the \
-         bench); `pod.create` and `secret.create` include any wait for the client's rate limit, \
-         since the limit sits inside the client:\n",
+         bench); `pod.create` and `secret.create` include any wait for a client-side rate limit \
+         (`--kube-qps`), since it sits inside the client:\n",
         h.case.name
     );
     let _ = writeln!(out, "| Span | count | p50 | p99 | total |\n|---|---|---|---|---|");
