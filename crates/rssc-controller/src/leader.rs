@@ -53,6 +53,9 @@ const RENEW_RETRY: Duration = Duration::from_secs(1);
 pub struct Leadership {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// When the renewal time the Lease holds was taken: the lease runs out a duration later,
+    /// however long the write took to land.
+    renewed: tokio::time::Instant,
 }
 
 impl Leadership {
@@ -61,10 +64,15 @@ impl Leadership {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let mut announced = false;
         loop {
+            let attempt = tokio::time::Instant::now();
             match try_take(&api, &config).await {
                 Ok(true) => {
                     info!(lease = %config.name, identity = %config.identity, "became the leader");
-                    return Self { api, config };
+                    return Self {
+                        api,
+                        config,
+                        renewed: attempt,
+                    };
                 }
                 Ok(false) => {
                     if !announced {
@@ -81,15 +89,22 @@ impl Leadership {
     }
 
     /// Renews the lease until renewal fails for longer than the lease duration (another
-    /// replica may lead by then), then returns.
+    /// replica may lead by then), then returns. A renewal that has not answered when the lease
+    /// runs out counts as failed: the client sends throttled requests again after the server's
+    /// `Retry-After`, and a renewal waiting on that must not outlast the lease.
     pub async fn hold(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
+        let mut last_renewed = self.renewed;
         let mut wait = self.config.renew_every;
         loop {
             tokio::time::sleep(wait).await;
-            match try_take(&self.api, &self.config).await {
+            let attempt = tokio::time::Instant::now();
+            let left = self.config.duration.saturating_sub(last_renewed.elapsed());
+            let renewal = tokio::time::timeout(left, try_take(&self.api, &self.config))
+                .await
+                .unwrap_or_else(|_| Err(kube::Error::Service("no answer before the lease ran out".into())));
+            match renewal {
                 Ok(true) => {
-                    last_renewed = tokio::time::Instant::now();
+                    last_renewed = attempt;
                     wait = self.config.renew_every;
                 }
                 Ok(false) => {
