@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rssc_api::v1alpha1::EphemeralRunner;
 use rssc_e2e::{
-    Harness, eventually,
+    Harness, HarnessOptions, eventually,
     invariants::{Expect, teardown_and_check},
     scenario::{apply_sets_and_wait_for_listener, count, queue_jobs, wait_jobs},
 };
@@ -193,7 +193,16 @@ async fn alerts_and_dashboards_evaluate_on_the_binaries_own_metrics() {
         .unwrap()
         .port();
     let controller = format!("127.0.0.1:{port}");
-    let h = Harness::start_with_controller_env("metrics", &[("RSSC_ADMIN_ADDR", controller.as_str())]).await;
+    // Through the fault proxy, so one write can be throttled as flow control does (below).
+    let h = Harness::start_with(
+        "metrics",
+        HarnessOptions {
+            controller_env: vec![("RSSC_ADMIN_ADDR".into(), controller.clone())],
+            kube_fault_proxy: true,
+            ..HarnessOptions::default()
+        },
+    )
+    .await;
     let started = Instant::now();
     apply_sets_and_wait_for_listener(&h, 0, 3).await;
     eventually("the listener process serves its admin port", || async {
@@ -206,6 +215,11 @@ async fn alerts_and_dashboards_evaluate_on_the_binaries_own_metrics() {
     // rates over Grafana's 5 minute interval have two samples to work with.
     let mut scrapes = Scrapes::default();
     scrapes.both(started, &controller, &listener).await;
+    // The API server throttles one runner Secret create (429, Retry-After: 1); the controller's
+    // client sends it again, and its retry counter, which a dashboard panel plots, has a series.
+    h.kube_faults()
+        .expect("the harness runs behind the fault proxy")
+        .refuse("create", "secrets", 429, 1);
     let mut jobs = Vec::new();
     for _ in 0..2 {
         let round = queue_jobs(&h, 2, Duration::from_millis(500));

@@ -56,6 +56,7 @@ pub fn controller() -> String {
         None,
     );
     request_metrics().record(&call, Some(200), Duration::from_millis(3));
+    request_metrics().retried(&call);
     render(&registry)
 }
 

@@ -146,6 +146,11 @@ impl Fleet {
                 Duration::from_millis(4),
             );
         }
+        // The API server's flow control rejected a request once; the client sent it again.
+        let throttled =
+            rssc_runtime::kube_client::KubeCall::of(&http::Method::POST, "/api/v1/namespaces/ci/pods", None);
+        rssc_runtime::kube_client::request_metrics().record(&throttled, Some(429), Duration::from_millis(1));
+        rssc_runtime::kube_client::request_metrics().retried(&throttled);
         self.listener.record_limits(rssc_listener::scaler::Limits {
             min_runners: 1,
             max_runners: 10,
