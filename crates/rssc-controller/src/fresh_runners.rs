@@ -90,16 +90,6 @@ impl FreshRunners {
     pub fn clear(&self) {
         self.lock().clear();
     }
-
-    /// How many runners are noted.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no runner is noted.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -133,7 +123,7 @@ mod tests {
         assert_eq!(fresh.registration("a", now), Some(registration(7)));
         fresh.forget("a");
         assert_eq!(fresh.registration("a", now), None);
-        assert!(fresh.is_empty());
+        assert!(fresh.lock().is_empty());
     }
 
     #[test]
@@ -146,7 +136,11 @@ mod tests {
         assert!(!fresh.take_made("a", late));
         assert_eq!(fresh.registration("b", late), None);
         fresh.made("c", late);
-        assert_eq!(fresh.len(), 1, "expired notes are dropped as new ones come");
+        assert_eq!(
+            fresh.lock().len(),
+            1,
+            "expired notes are dropped as new ones come"
+        );
         fresh.clear();
         assert!(!fresh.take_made("c", late));
     }

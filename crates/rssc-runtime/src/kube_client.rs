@@ -124,7 +124,6 @@ where
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let body = body.collect_bytes().await?;
-            let call = KubeCall::of(&parts.method, parts.uri.path(), parts.uri.query());
             let mut retries = 0;
             loop {
                 let mut again = http::Request::builder()
@@ -142,6 +141,7 @@ where
                 match throttled_wait(&response) {
                     Some(wait) if retries < THROTTLED_RETRIES => {
                         retries += 1;
+                        let call = KubeCall::of(&parts.method, parts.uri.path(), parts.uri.query());
                         request_metrics().retried(&call);
                         tracing::debug!(
                             verb = call.verb,

@@ -59,6 +59,11 @@ pub enum Refused {
     TooManyRequests,
 }
 
+/// The `Retry-After` seconds of a [`Refused::TooManyRequests`] answer.
+pub const TOO_MANY_REQUESTS_RETRY_AFTER: &str = "1";
+/// The plain-text body of a [`Refused::TooManyRequests`] answer, as flow control writes it.
+pub const TOO_MANY_REQUESTS_BODY: &str = "Too many requests, please try again later.\n";
+
 /// Requests of one kind to refuse, a set number of times.
 #[derive(Debug)]
 struct Refusal {

@@ -32,7 +32,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
-pub use faults::{FaultConfig, Faults, Refused, RequestRecord};
+pub use faults::{
+    FaultConfig, Faults, Refused, RequestRecord, TOO_MANY_REQUESTS_BODY, TOO_MANY_REQUESTS_RETRY_AFTER,
+};
 pub use store::Store;
 
 /// Server settings.

@@ -105,9 +105,9 @@ fn too_many_requests() -> Response<ResBody> {
     Response::builder()
         .status(StatusCode::TOO_MANY_REQUESTS)
         .header("content-type", "text/plain; charset=utf-8")
-        .header("retry-after", "1")
+        .header("retry-after", crate::faults::TOO_MANY_REQUESTS_RETRY_AFTER)
         .body(ResBody::Full(Some(Bytes::from_static(
-            b"Too many requests, please try again later.\n",
+            crate::faults::TOO_MANY_REQUESTS_BODY.as_bytes(),
         ))))
         .unwrap_or_else(|_| Response::new(ResBody::Full(None)))
 }

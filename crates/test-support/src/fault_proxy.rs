@@ -241,10 +241,10 @@ fn too_many_requests() -> Response<ProxyBody> {
     Response::builder()
         .status(StatusCode::TOO_MANY_REQUESTS)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::RETRY_AFTER, "1")
+        .header(header::RETRY_AFTER, rssc_sim_kube::TOO_MANY_REQUESTS_RETRY_AFTER)
         .body(
             Full::new(Bytes::from_static(
-                b"Too many requests, please try again later.\n",
+                rssc_sim_kube::TOO_MANY_REQUESTS_BODY.as_bytes(),
             ))
             .map_err(|never| match never {})
             .boxed_unsync(),
