@@ -133,7 +133,15 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>
             Some(known) => Some(known),
             None => {
                 // Made here and never tried: its Secret cannot exist yet.
-                let secret = if ctx.fresh_runners.take_made(&uid, now) {
+                let set = format!(
+                    "{namespace}/{}",
+                    runner.labels().get(labels::RUNNER_SET).map_or("", String::as_str)
+                );
+                let made_here = ctx
+                    .fresh_runners
+                    .take_made_soon(&uid, &set, crate::fresh_runners::CREATE_ANSWER_PATIENCE)
+                    .await;
+                let secret = if made_here {
                     None
                 } else {
                     secrets.get_opt(&name).await?

@@ -478,7 +478,8 @@ async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Erro
 /// generated is taken (later ones try other names first); with a thousand runners that
 /// happens in a few bursts in a hundred, and left to the next reconcile it held the runner
 /// back by a second or more, so the create is sent again for a new name. The runner made is
-/// noted in [`crate::fresh_runners`]: its first reconcile need not look for its Secret.
+/// noted in [`crate::fresh_runners`], before the create counts as answered: its first
+/// reconcile need not look for its Secret.
 async fn create(
     api: &Api<EphemeralRunner>,
     ctx: &Context,
@@ -486,6 +487,11 @@ async fn create(
     traceparent: Option<&String>,
 ) -> Result<EphemeralRunner, kube::Error> {
     let runner = new_runner(set, traceparent);
+    let _creating = ctx.fresh_runners.creating(&format!(
+        "{}/{}",
+        set.namespace().unwrap_or_default(),
+        set.name_any()
+    ));
     let mut attempts = 1;
     loop {
         match api.create(&PostParams::default(), &runner).await {

@@ -5,6 +5,10 @@
 //! per runner, a quarter of the controller's requests in a burst. Anything not noted here (the
 //! process restarted, the lease changed hands, a note expired) is read from the Secret as
 //! before.
+//!
+//! The watch can bring a new runner to its reconcile before the set's create has its answer,
+//! and so before the runner is noted. Creates awaiting their answer are counted per set, and a
+//! runner of a set with creates in flight waits, briefly, for its note.
 
 use std::{
     collections::HashMap,
@@ -12,17 +16,25 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::Notify;
+
 use crate::runner_pod::Registration;
 
 /// How long a note lasts: past any first reconcile and past the pending timeout's default, so a
 /// runner's `Running` still finds it; an expired note only costs a read.
 pub const NOTE_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
+/// How long a new runner's reconcile waits for its set's create to be answered with it: the
+/// answer normally follows the watch event within milliseconds; past this, the Secret is read.
+pub const CREATE_ANSWER_PATIENCE: Duration = Duration::from_secs(2);
+
 /// What is known of one runner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Note {
     /// The set made it; nobody has tried to register it.
     Made,
+    /// The set made it and a reconcile has tried to register it: its Secret may exist.
+    Tried,
     /// This process registered it and wrote its Secret.
     Registered(Registration),
 }
@@ -31,13 +43,77 @@ enum Note {
 #[derive(Debug, Default)]
 pub struct FreshRunners {
     notes: Mutex<HashMap<String, (Instant, Note)>>,
+    /// Runner creates sent and not yet answered, by set (`namespace/name`).
+    creating: Mutex<HashMap<String, usize>>,
+    /// Woken whenever a create is answered.
+    answered: Notify,
+}
+
+/// Counts one runner create of a set as in flight until dropped.
+#[derive(Debug)]
+pub struct Creating<'a> {
+    fresh: &'a FreshRunners,
+    set: String,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        let mut creating = lock(&self.fresh.creating);
+        if let Some(count) = creating.get_mut(&self.set) {
+            *count -= 1;
+            if *count == 0 {
+                creating.remove(&self.set);
+            }
+        }
+        drop(creating);
+        self.fresh.answered.notify_waiters();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FreshRunners {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Note)>> {
-        self.notes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.notes)
+    }
+
+    /// A runner create of `set` (`namespace/name`) is about to be sent; note what it makes
+    /// with [`Self::made`] before dropping the guard.
+    pub fn creating(&self, set: &str) -> Creating<'_> {
+        *lock(&self.creating).entry(set.to_owned()).or_default() += 1;
+        Creating {
+            fresh: self,
+            set: set.to_owned(),
+        }
+    }
+
+    fn is_creating(&self, set: &str) -> bool {
+        lock(&self.creating).contains_key(set)
+    }
+
+    /// Like [`Self::take_made`], but if the runner `uid` is not noted while its set `set` has
+    /// creates in flight (its create may not have had its answer yet), waits up to `patience`
+    /// for one of them to be answered with it.
+    pub async fn take_made_soon(&self, uid: &str, set: &str, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            // Registered before looking, so an answer that comes in between still wakes us.
+            answered.as_mut().enable();
+            let now = Instant::now();
+            if self.take_made(uid, now) {
+                return true;
+            }
+            if self.lock().contains_key(uid) || !self.is_creating(set) {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                return false;
+            }
+        }
     }
 
     fn insert(&self, uid: &str, note: Note, now: Instant) {
@@ -52,13 +128,13 @@ impl FreshRunners {
     }
 
     /// Whether the runner `uid` was made here and nobody has tried to register it: its JIT
-    /// Secret cannot exist. Takes the note, as the caller is about to try; should that fail
+    /// Secret cannot exist. Marks it tried, as the caller is about to try; should that fail
     /// half way, the next reconcile reads the Secret.
     pub fn take_made(&self, uid: &str, now: Instant) -> bool {
         let mut notes = self.lock();
-        match notes.get(uid) {
-            Some((at, Note::Made)) if now.saturating_duration_since(*at) < NOTE_LIFETIME => {
-                notes.remove(uid);
+        match notes.get_mut(uid) {
+            Some((at, note @ Note::Made)) if now.saturating_duration_since(*at) < NOTE_LIFETIME => {
+                *note = Note::Tried;
                 true
             }
             _ => false,
@@ -124,6 +200,58 @@ mod tests {
         fresh.forget("a");
         assert_eq!(fresh.registration("a", now), None);
         assert!(fresh.lock().is_empty());
+    }
+
+    /// Long enough never to pass in a test that should not wait.
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_runner_seen_before_its_create_is_answered_waits_for_its_note() {
+        let fresh = FreshRunners::default();
+        let creating = fresh.creating("ns/set");
+        let (made_here, ()) = tokio::join!(fresh.take_made_soon("a", "ns/set", LONG), async {
+            tokio::task::yield_now().await;
+            fresh.made("a", Instant::now());
+            drop(creating);
+        });
+        assert!(made_here, "the answer came while it waited");
+        assert!(!fresh.is_creating("ns/set"), "the create is answered");
+    }
+
+    #[tokio::test]
+    async fn a_runner_not_made_here_waits_only_while_its_set_creates() {
+        let fresh = FreshRunners::default();
+        let in_time = |f| tokio::time::timeout(Duration::from_secs(10), f);
+        assert!(
+            !in_time(fresh.take_made_soon("a", "ns/set", LONG)).await.unwrap(),
+            "nothing in flight: read at once"
+        );
+        let other_set = fresh.creating("ns/other");
+        assert!(
+            !in_time(fresh.take_made_soon("a", "ns/set", LONG)).await.unwrap(),
+            "another set's creates are not waited for"
+        );
+        drop(other_set);
+        let creating = fresh.creating("ns/set");
+        let (made_here, ()) = tokio::join!(in_time(fresh.take_made_soon("a", "ns/set", LONG)), async {
+            tokio::task::yield_now().await;
+            fresh.made("b", Instant::now());
+            drop(creating);
+        });
+        assert!(!made_here.unwrap(), "answered with another runner: read");
+        let _creating = fresh.creating("ns/set");
+        assert!(
+            !fresh
+                .take_made_soon("a", "ns/set", Duration::from_millis(20))
+                .await,
+            "an answer that never comes is waited for only so long"
+        );
+        fresh.made("c", Instant::now());
+        assert!(fresh.take_made("c", Instant::now()));
+        assert!(
+            !in_time(fresh.take_made_soon("c", "ns/set", LONG)).await.unwrap(),
+            "a runner tried once is not waited for, whatever is in flight"
+        );
     }
 
     #[test]

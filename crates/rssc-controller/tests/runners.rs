@@ -477,6 +477,8 @@ async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
 /// registration it holds is the one this process made. Those were two reads per runner, a
 /// quarter of the controller's requests in a burst. Runners a controller did not make (after a
 /// restart, or created directly as the tests in `runner_failures.rs` do) still have it read.
+/// The answers to the runner creates are held back, so the watch brings each runner to its
+/// reconcile before the set has noted it, as it sometimes does unprompted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_made_here_are_registered_and_run_without_reading_their_secrets() {
     let t = Target::new("fresh-runners").await;
@@ -484,6 +486,11 @@ async fn runners_made_here_are_registered_and_run_without_reading_their_secrets(
     let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
         .await
         .unwrap();
+    proxy.faults().delay_answers(
+        "create",
+        "ephemeralrunners",
+        std::time::Duration::from_millis(300),
+    );
     let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
     let controllers = Controllers::start(
         &ctx,

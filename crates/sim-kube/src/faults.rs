@@ -78,8 +78,17 @@ struct Refusal {
 pub struct Faults {
     config: Mutex<FaultConfig>,
     refusals: Mutex<Vec<Refusal>>,
+    answer_delays: Mutex<Vec<AnswerDelay>>,
     log: Mutex<Log>,
     drop_watches: broadcast::Sender<()>,
+}
+
+/// Answers of one kind to hold back after they were made.
+#[derive(Debug)]
+struct AnswerDelay {
+    verb: String,
+    resource: String,
+    delay: Duration,
 }
 
 impl Default for Faults {
@@ -87,6 +96,7 @@ impl Default for Faults {
         Self {
             config: Mutex::default(),
             refusals: Mutex::default(),
+            answer_delays: Mutex::default(),
             log: Mutex::default(),
             drop_watches: broadcast::channel(16).0,
         }
@@ -155,6 +165,31 @@ impl Faults {
         let answer = refusals[i].answer;
         refusals.retain(|r| r.left > 0);
         Some(answer)
+    }
+
+    /// Holds back the answers to `verb` requests on `resource` by `delay` after the API server
+    /// made them, as a slow or congested connection does: the change is stored and its watch
+    /// event goes out at once, so clients see the event before the answer. Applied by the fault
+    /// proxy, which sees the answers of a real API server too.
+    pub fn delay_answers(&self, verb: &str, resource: &str, delay: Duration) {
+        self.answer_delays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(AnswerDelay {
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                delay,
+            });
+    }
+
+    /// How long to hold back the answer to a `verb` request on `resource`, if at all.
+    pub fn answer_delay(&self, verb: &str, resource: &str) -> Option<Duration> {
+        self.answer_delays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|d| d.verb == verb && d.resource == resource)
+            .map(|d| d.delay)
     }
 
     /// Ends every open watch stream now (clients see the stream close and re-watch).

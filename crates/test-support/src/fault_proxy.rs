@@ -211,6 +211,9 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ProxyB
         }
     };
     upstream.faults.record(record(response.status().as_u16()));
+    if let Some(delay) = upstream.faults.answer_delay(target.verb, &target.resource) {
+        tokio::time::sleep(delay).await;
+    }
     let (parts, body) = response.into_parts();
     let body: ProxyBody = if target.verb == "watch" {
         // A dropped watch ends as a real one does when the server closes it: the stream stops.
