@@ -248,7 +248,14 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
     if case.measure_limit {
         // A failed limit measurement leaves the limit out rather than the run's figures.
         match limit::measure(&h.cluster().kubeconfig, total, env.client).await {
-            Ok(seconds) => figures::add_limit(&mut f, total, seconds),
+            Ok(seconds) => {
+                let acquired: Vec<i64> = report
+                    .job_timelines
+                    .iter()
+                    .filter_map(|t| t.acquired_ms)
+                    .collect();
+                figures::add_limit(&mut f, total, seconds, &acquired);
+            }
             Err(err) => eprintln!("rssc-bench: {}: the limit measurement failed: {err:#}", case.name),
         }
     }

@@ -72,6 +72,9 @@ pub mod keys {
     pub const LIMIT_S: &str = "limit_s";
     /// Our burst's Pods per second as a fraction of the limit's pairs per second.
     pub const BURST_FRACTION_OF_LIMIT: &str = "burst_fraction_of_limit";
+    /// Job acquired → Pod, median, had each job's Secret + Pod pair been made at the limit's
+    /// rate from its acquisition, one pair after another, and nothing else done: ms.
+    pub const ACQUIRED_TO_POD_FLOOR_P50: &str = "acquired_to_pod_floor_p50_ms";
 }
 
 /// GitHub endpoints called once per scale set or session rather than per job: tokens, runner
@@ -250,8 +253,9 @@ pub fn compute(report: &Report, extras: &Extras) -> Figures {
 }
 
 /// Adds the limit measurement: `pairs` Secret + Pod pairs took `seconds` from a client like the
-/// controller's, and our burst (Pods per second until the last Pod) as a fraction of that rate.
-pub fn add_limit(f: &mut Figures, pairs: usize, seconds: f64) {
+/// controller's, our burst (Pods per second until the last Pod) as a fraction of that rate, and
+/// the acquired → Pod median that rate allows for jobs acquired at `acquired_ms`.
+pub fn add_limit(f: &mut Figures, pairs: usize, seconds: f64, acquired_ms: &[i64]) {
     if seconds <= 0.0 || pairs == 0 {
         return;
     }
@@ -267,6 +271,33 @@ pub fn add_limit(f: &mut Figures, pairs: usize, seconds: f64) {
             round(our_rate / limit_rate, 3),
         );
     }
+    if let Some(floor) = floor_p50(acquired_ms, limit_rate) {
+        f.insert(keys::ACQUIRED_TO_POD_FLOOR_P50.into(), round(floor, 0));
+    }
+}
+
+/// The median wait, in ms, from each acquisition in `acquired_ms` to its pair, were pairs made
+/// one after another at `pairs_per_second`, each as soon as its job was acquired and the pair
+/// before it made: the queue a server at that rate alone would impose, whatever a controller
+/// did. None without acquisitions.
+fn floor_p50(acquired_ms: &[i64], pairs_per_second: f64) -> Option<f64> {
+    if pairs_per_second <= 0.0 {
+        return None;
+    }
+    let mut acquired = acquired_ms.to_vec();
+    acquired.sort_unstable();
+    let per_pair = 1000.0 / pairs_per_second;
+    let mut done = f64::MIN;
+    let mut waits: Vec<u64> = acquired
+        .iter()
+        .map(|&at| {
+            let at = at as f64;
+            done = done.max(at) + per_pair;
+            (done - at).round() as u64
+        })
+        .collect();
+    waits.sort_unstable();
+    percentile(&waits, 50).map(|w| w as f64)
 }
 
 /// The name spans are grouped under: reconciles by the kind they reconcile.
@@ -593,7 +624,7 @@ mod tests {
             (keys::PODS_ALL_CREATED_S.to_owned(), 20.0),
         ]
         .into();
-        add_limit(&mut f, 1000, 5.0);
+        add_limit(&mut f, 1000, 5.0, &[]);
         assert_eq!(f[keys::LIMIT_PAIRS_PER_SECOND], 200.0);
         assert_eq!(
             f[keys::BURST_FRACTION_OF_LIMIT],
@@ -601,7 +632,31 @@ mod tests {
             "50 Pods/s against 200 pairs/s"
         );
         let mut none = Figures::new();
-        add_limit(&mut none, 1000, 0.0);
+        add_limit(&mut none, 1000, 0.0, &[]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_floor_is_the_queue_at_the_limit_from_each_acquisition() {
+        let at_once = vec![0; 1000];
+        assert_eq!(
+            floor_p50(&at_once, 1000.0),
+            Some(500.0),
+            "the 500th of 1,000 pairs at 1,000 a second"
+        );
+        let one_a_second: Vec<i64> = (0..10).map(|i| i * 1000).collect();
+        assert_eq!(
+            floor_p50(&one_a_second, 1000.0),
+            Some(1.0),
+            "jobs slower than the server wait one pair each"
+        );
+        let two_waves: Vec<i64> = [vec![0; 10], vec![5_000; 10]].concat();
+        assert_eq!(
+            floor_p50(&two_waves, 100.0),
+            Some(50.0),
+            "a wave's queue does not carry into the next once it drained"
+        );
+        assert_eq!(floor_p50(&[], 100.0), None);
+        assert_eq!(floor_p50(&at_once, 0.0), None);
     }
 }

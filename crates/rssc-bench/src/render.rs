@@ -336,6 +336,14 @@ fn targets(out: &mut String, run: &BenchResult) {
         ),
         Goal::None.verdict(fraction),
     );
+    let floor = get(keys::ACQUIRED_TO_POD_FLOOR_P50);
+    row(
+        "Acquired → Pod p50 that the test server's limit allows (each job's pair queued at it)".into(),
+        "–",
+        "–",
+        num(floor, " ms"),
+        Goal::None.verdict(floor),
+    );
     out.push('\n');
 }
 
