@@ -7,11 +7,12 @@
 //! before.
 //!
 //! The watch can bring a new runner to its reconcile before the set's create has its answer,
-//! and so before the runner is noted. Creates awaiting their answer are counted per set, and a
-//! runner of a set with creates in flight waits, briefly, for its note.
+//! and so before the runner is noted. Creates awaiting their answer are kept per set, and a
+//! runner not noted waits for the ones its set had in flight when it came, briefly: its own
+//! create, if it was made here, is among them.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -43,26 +44,34 @@ enum Note {
 #[derive(Debug, Default)]
 pub struct FreshRunners {
     notes: Mutex<HashMap<String, (Instant, Note)>>,
-    /// Runner creates sent and not yet answered, by set (`namespace/name`).
-    creating: Mutex<HashMap<String, usize>>,
+    /// Runner creates sent and not yet answered.
+    creating: Mutex<InFlight>,
     /// Woken whenever a create is answered.
     answered: Notify,
 }
 
-/// Counts one runner create of a set as in flight until dropped.
+/// Runner creates sent and not yet answered, by set (`namespace/name`), each by a number.
+#[derive(Debug, Default)]
+struct InFlight {
+    next: u64,
+    by_set: HashMap<String, BTreeSet<u64>>,
+}
+
+/// Keeps one runner create of a set in flight until dropped.
 #[derive(Debug)]
 pub struct Creating<'a> {
     fresh: &'a FreshRunners,
     set: String,
+    id: u64,
 }
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
         let mut creating = lock(&self.fresh.creating);
-        if let Some(count) = creating.get_mut(&self.set) {
-            *count -= 1;
-            if *count == 0 {
-                creating.remove(&self.set);
+        if let Some(ids) = creating.by_set.get_mut(&self.set) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                creating.by_set.remove(&self.set);
             }
         }
         drop(creating);
@@ -82,22 +91,42 @@ impl FreshRunners {
     /// A runner create of `set` (`namespace/name`) is about to be sent; note what it makes
     /// with [`Self::made`] before dropping the guard.
     pub fn creating(&self, set: &str) -> Creating<'_> {
-        *lock(&self.creating).entry(set.to_owned()).or_default() += 1;
+        let mut creating = lock(&self.creating);
+        let id = creating.next;
+        creating.next += 1;
+        creating.by_set.entry(set.to_owned()).or_default().insert(id);
         Creating {
             fresh: self,
             set: set.to_owned(),
+            id,
         }
     }
 
-    fn is_creating(&self, set: &str) -> bool {
-        lock(&self.creating).contains_key(set)
+    /// The creates of `set` in flight now.
+    fn in_flight(&self, set: &str) -> Vec<u64> {
+        lock(&self.creating)
+            .by_set
+            .get(set)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
     }
 
-    /// Like [`Self::take_made`], but if the runner `uid` is not noted while its set `set` has
-    /// creates in flight (its create may not have had its answer yet), waits up to `patience`
-    /// for one of them to be answered with it.
+    /// Whether any of the creates `ids` of `set` is still in flight.
+    fn any_in_flight(&self, set: &str, ids: &[u64]) -> bool {
+        lock(&self.creating)
+            .by_set
+            .get(set)
+            .is_some_and(|in_flight| ids.iter().any(|id| in_flight.contains(id)))
+    }
+
+    /// Like [`Self::take_made`], but if the runner `uid` is not noted while creates of its set
+    /// `set` are in flight (its own among them, if its answer has not come yet), waits up to
+    /// `patience` for those to be answered. Creates sent later cannot have made it (the
+    /// caller saw it already), so a runner made elsewhere waits for no more than the
+    /// creates in flight when it came.
     pub async fn take_made_soon(&self, uid: &str, set: &str, patience: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
+        let waiting_for = self.in_flight(set);
         loop {
             let answered = self.answered.notified();
             tokio::pin!(answered);
@@ -107,7 +136,7 @@ impl FreshRunners {
             if self.take_made(uid, now) {
                 return true;
             }
-            if self.lock().contains_key(uid) || !self.is_creating(set) {
+            if self.lock().contains_key(uid) || !self.any_in_flight(set, &waiting_for) {
                 return false;
             }
             if tokio::time::timeout_at(deadline, answered).await.is_err() {
@@ -215,7 +244,8 @@ mod tests {
             drop(creating);
         });
         assert!(made_here, "the answer came while it waited");
-        assert!(!fresh.is_creating("ns/set"), "the create is answered");
+        assert!(fresh.in_flight("ns/set").is_empty(), "the create is answered");
+        assert!(lock(&fresh.creating).by_set.is_empty(), "nothing kept per set");
     }
 
     #[tokio::test]
@@ -239,7 +269,17 @@ mod tests {
             drop(creating);
         });
         assert!(!made_here.unwrap(), "answered with another runner: read");
-        let _creating = fresh.creating("ns/set");
+        let first = fresh.creating("ns/set");
+        let (made_here, second) = tokio::join!(in_time(fresh.take_made_soon("a", "ns/set", LONG)), async {
+            tokio::task::yield_now().await;
+            let second = fresh.creating("ns/set");
+            drop(first);
+            second
+        });
+        assert!(
+            !made_here.unwrap(),
+            "a create sent after the runner came is not waited for"
+        );
         assert!(
             !fresh
                 .take_made_soon("a", "ns/set", Duration::from_millis(20))
@@ -252,6 +292,7 @@ mod tests {
             !in_time(fresh.take_made_soon("c", "ns/set", LONG)).await.unwrap(),
             "a runner tried once is not waited for, whatever is in flight"
         );
+        drop(second);
     }
 
     #[test]
