@@ -117,10 +117,11 @@ pub async fn run_ephemeral_runner_sets(
         .await;
 }
 
-/// How often at most a set reconciles for changes of its runners (see [`trigger_pace`]): in a
-/// burst of a thousand runners, half the set's reconciles, and of the lists of all its runners
-/// each one reads.
-const SET_TRIGGER_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often at most a set reconciles for changes of its runners (see [`trigger_pace`]). Each
+/// reconcile lists all the set's runners: at 100 ms that list was still a fifth of the
+/// controller's CPU in a burst of a thousand runners; at 250 ms a burst takes about 60 set
+/// reconciles instead of 100, and a lone change still goes at once (docs/benchmarks.md, step 33).
+const SET_TRIGGER_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs the EphemeralRunner controller until `shutdown` completes.
 pub async fn run_ephemeral_runners(
