@@ -132,11 +132,13 @@ impl FreshRunners {
             tokio::pin!(answered);
             // Registered before looking, so an answer that comes in between still wakes us.
             answered.as_mut().enable();
-            let now = Instant::now();
-            if self.take_made(uid, now) {
+            // Looked at before the note: a create answered in between has noted its runner
+            // by the time the note is looked for.
+            let still_waiting = self.any_in_flight(set, &waiting_for);
+            if self.take_made(uid, Instant::now()) {
                 return true;
             }
-            if self.lock().contains_key(uid) || !self.any_in_flight(set, &waiting_for) {
+            if self.lock().contains_key(uid) || !still_waiting {
                 return false;
             }
             if tokio::time::timeout_at(deadline, answered).await.is_err() {
