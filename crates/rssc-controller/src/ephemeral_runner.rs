@@ -133,9 +133,9 @@ async fn apply(runner: &EphemeralRunner, ctx: &Context, cached_pods: &Store<Pod>
             Some(known) => Some(known),
             None => {
                 // Made here and never tried: its Secret cannot exist yet.
-                let set = format!(
-                    "{namespace}/{}",
-                    runner.labels().get(labels::RUNNER_SET).map_or("", String::as_str)
+                let set = crate::fresh_runners::set_key(
+                    &namespace,
+                    runner.labels().get(labels::RUNNER_SET).map_or("", String::as_str),
                 );
                 let made_here = ctx
                     .fresh_runners

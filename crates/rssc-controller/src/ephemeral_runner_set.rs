@@ -487,10 +487,9 @@ async fn create(
     traceparent: Option<&String>,
 ) -> Result<EphemeralRunner, kube::Error> {
     let runner = new_runner(set, traceparent);
-    let _creating = ctx.fresh_runners.creating(&format!(
-        "{}/{}",
-        set.namespace().unwrap_or_default(),
-        set.name_any()
+    let _creating = ctx.fresh_runners.creating(&crate::fresh_runners::set_key(
+        &set.namespace().unwrap_or_default(),
+        &set.name_any(),
     ));
     let mut attempts = 1;
     loop {

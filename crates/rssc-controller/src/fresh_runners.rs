@@ -29,6 +29,12 @@ pub const NOTE_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// answer normally follows the watch event within milliseconds; past this, the Secret is read.
 pub const CREATE_ANSWER_PATIENCE: Duration = Duration::from_secs(2);
 
+/// How the creates of the EphemeralRunnerSet `set` in `namespace` are kept: the set's create
+/// and its runners' reconciles must name it alike.
+pub fn set_key(namespace: &str, set: &str) -> String {
+    format!("{namespace}/{set}")
+}
+
 /// What is known of one runner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Note {
@@ -50,7 +56,7 @@ pub struct FreshRunners {
     answered: Notify,
 }
 
-/// Runner creates sent and not yet answered, by set (`namespace/name`), each by a number.
+/// Runner creates sent and not yet answered, by set ([`set_key`]), each by a number.
 #[derive(Debug, Default)]
 struct InFlight {
     next: u64,
@@ -88,7 +94,7 @@ impl FreshRunners {
         lock(&self.notes)
     }
 
-    /// A runner create of `set` (`namespace/name`) is about to be sent; note what it makes
+    /// A runner create of `set` ([`set_key`]) is about to be sent; note what it makes
     /// with [`Self::made`] before dropping the guard.
     pub fn creating(&self, set: &str) -> Creating<'_> {
         let mut creating = lock(&self.creating);
