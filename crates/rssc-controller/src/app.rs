@@ -189,6 +189,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
         };
         // Another replica may have registered runners while this one stood by.
         ctx.fresh_runners.clear();
+        ctx.runner_expectations.clear();
         info!(
             watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
             "controllers starting"

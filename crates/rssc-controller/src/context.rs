@@ -98,6 +98,8 @@ pub struct Context {
     pub self_removed: crate::self_removed::SelfRemoved,
     /// Runners made and registered in this leadership term, whose Secrets need no reading.
     pub fresh_runners: crate::fresh_runners::FreshRunners,
+    /// Runners each set created or deleted that its cache of runners does not show yet.
+    pub runner_expectations: crate::runner_expectations::RunnerExpectations,
     /// AutoscaleSets that may hold a deprecated-runner-version record.
     pub version_records: crate::version_records::VersionRecords,
     github: Mutex<HashMap<String, (u64, ActionsClient)>>,
@@ -149,6 +151,7 @@ impl Context {
             set_status_pace: crate::status_pace::StatusPace::default(),
             self_removed: crate::self_removed::SelfRemoved::default(),
             fresh_runners: crate::fresh_runners::FreshRunners::default(),
+            runner_expectations: crate::runner_expectations::RunnerExpectations::default(),
             version_records: crate::version_records::VersionRecords::default(),
             github: Mutex::default(),
             failures: Mutex::default(),

@@ -91,13 +91,16 @@ pub async fn run_ephemeral_runner_sets(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Each reconcile lists its runners afresh, so their changes only need to trigger it:
-    // metadata is enough, and a thousand runners are not cached twice. Every change of every
-    // runner did trigger it, one list of all runners each; now a set reconciles for its runners'
-    // changes at most every SET_TRIGGER_SPACING (its own changes, the listener's decisions
-    // among them, still at once).
-    let runners = metadata_watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+    // The set reads its runners from this cache, counting the ones it wrote and the cache does
+    // not show yet (see `runner_expectations`); the events that fill the cache are the ones that
+    // trigger it, so what triggered a reconcile is in the cache it reads. A set reconciles for
+    // its runners' changes at most every SET_TRIGGER_SPACING (its own changes, the listener's
+    // decisions among them, still at once).
+    let (cache, writer) = reflector::store();
+    let runners = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
         .default_backoff()
+        .modify(ephemeral_runner_set::keep_set_fields)
+        .reflect(writer)
         .touched_objects();
     let runner_changes = trigger_owners::<EphemeralRunnerSet, _>(runners, (), ()).filter_map(|request| {
         futures::future::ready(match request {
@@ -112,15 +115,20 @@ pub async fn run_ephemeral_runner_sets(
         .with_config(config(ctx.settings.concurrency))
         .reconcile_on(trigger_pace::paced(runner_changes, SET_TRIGGER_SPACING))
         .graceful_shutdown_on(shutdown)
-        .run(ephemeral_runner_set::reconcile, error_policy, ctx)
+        .run(
+            move |set, ctx| ephemeral_runner_set::reconcile(set, ctx, cache.clone()),
+            error_policy,
+            ctx,
+        )
         .for_each(log_result)
         .await;
 }
 
-/// How often at most a set reconciles for changes of its runners (see [`trigger_pace`]). Each
-/// reconcile lists all the set's runners: at 100 ms that list was still a fifth of the
-/// controller's CPU in a burst of a thousand runners; at 250 ms a burst takes about 60 set
-/// reconciles instead of 100, and a lone change still goes at once (docs/benchmarks.md, step 33).
+/// How often at most a set reconciles for changes of its runners (see [`trigger_pace`]). When
+/// each reconcile listed all the set's runners, that list was a fifth of the controller's CPU
+/// in a burst of a thousand runners at 100 ms; at 250 ms a burst took about 60 set reconciles
+/// instead of 100, and a lone change still goes at once (docs/benchmarks.md, step 33). The set
+/// now reads a cache (step 34); the pacing still spares it a status count per runner event.
 const SET_TRIGGER_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs the EphemeralRunner controller until `shutdown` completes.

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
     api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
@@ -18,7 +18,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, ObjectList, Patch, PatchParams, PostParams},
-    runtime::controller::Action,
+    runtime::{controller::Action, reflector::Store},
 };
 use rssc_api::{
     consts::{annotations, field_managers, finalizers, labels, reasons},
@@ -49,9 +49,8 @@ const UNSATISFIED_RECHECK: Duration = Duration::from_secs(5);
 const WRITE_CONCURRENCY: usize = 16;
 
 /// Runners waiting because a ResourceQuota refused their Pod.
-fn quota_blocked(runners: &[EphemeralRunner]) -> usize {
+fn quota_blocked<'a>(runners: impl Iterator<Item = &'a EphemeralRunner>) -> usize {
     runners
-        .iter()
         .filter_map(|r| r.status.as_ref())
         .filter(|s| {
             s.phase.is_none_or(|p| p == EphemeralRunnerPhase::Pending)
@@ -90,38 +89,49 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
     }
 }
 
-/// Reconciles one EphemeralRunnerSet.
-pub async fn reconcile(set: Arc<EphemeralRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles one EphemeralRunnerSet, reading its runners from `cache` (EphemeralRunners with
+/// what [`keep_set_fields`] keeps).
+pub async fn reconcile(
+    set: Arc<EphemeralRunnerSet>,
+    ctx: Arc<Context>,
+    cache: Store<EphemeralRunner>,
+) -> Result<Action, Error> {
     let scale_set = &set.spec.runner_config.autoscale_set_ref.name;
     timed(
         &ctx,
         "EphemeralRunnerSet",
         set.as_ref(),
         scale_set,
-        reconcile_set(&set, &ctx),
+        reconcile_set(&set, &ctx, &cache),
     )
     .await
 }
 
-async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action, Error> {
+/// What of an EphemeralRunner the set's cache keeps: all but its Pod template and managed
+/// fields, which the set never reads and which made up most of a runner's size.
+pub fn keep_set_fields(runner: &mut EphemeralRunner) {
+    runner.managed_fields_mut().clear();
+    runner.spec.runner_template = PodTemplate::default();
+}
+
+async fn reconcile_set(
+    set: &EphemeralRunnerSet,
+    ctx: &Context,
+    cache: &Store<EphemeralRunner>,
+) -> Result<Action, Error> {
     let namespace = set.namespace().unwrap_or_default();
+    let decision_key = crate::fresh_runners::set_key(&namespace, &set.name_any());
     if set.metadata.deletion_timestamp.is_some() {
-        let key = format!("{namespace}/{}", set.name_any());
-        ctx.decisions.forget(&key);
-        ctx.set_status_pace.forget(&key);
+        ctx.decisions.forget(&decision_key);
+        ctx.set_status_pace.forget(&decision_key);
+        ctx.runner_expectations.forget(&decision_key);
         return Ok(Action::await_change());
     }
     let runners_api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = set.metadata.uid.clone().unwrap_or_default();
-    let selector = format!("{}={}", labels::RUNNER_SET, set.name_any());
-    let runners: Vec<EphemeralRunner> = list_runners(ctx, &runners_api, &selector)
-        .await?
-        .into_iter()
-        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
-        .collect();
-    let by_name: BTreeMap<String, &EphemeralRunner> = runners.iter().map(|r| (r.name_any(), r)).collect();
-    let views: Vec<RunnerView> = runners.iter().map(view).collect();
-    let decision_key = format!("{namespace}/{}", set.name_any());
+    let runners = read_runners(ctx, &runners_api, cache, set, &decision_key).await?;
+    let by_name: BTreeMap<String, &EphemeralRunner> =
+        runners.iter().map(|r| (r.name_any(), r.as_ref())).collect();
+    let views: Vec<RunnerView> = runners.iter().map(|r| view(r)).collect();
     let seen = Seen {
         sequence: set.spec.patch_sequence,
         job_ends: set.spec.job_ends,
@@ -179,10 +189,14 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
             "runners held back");
     }
 
+    let noted = Noted {
+        expectations: &ctx.runner_expectations,
+        set: &decision_key,
+    };
     stream::iter(plan.delete.clone())
         .map(|name| {
             let api = runners_api.clone();
-            async move { delete(&api, &name).await }
+            async move { delete(&api, &name, noted).await }
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -193,7 +207,13 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         let remove_all = |names: Vec<&String>| {
             let runners: Vec<EphemeralRunner> = names.into_iter().map(|n| by_name[n].clone()).collect();
-            remove_concurrently(runners_api.clone(), secrets.clone(), runners, github.clone())
+            remove_concurrently(
+                runners_api.clone(),
+                secrets.clone(),
+                runners,
+                github.clone(),
+                noted,
+            )
         };
         remove_all(plan.replace.iter().collect()).await?;
         // Candidates in order, as many at once as are still to go; one GitHub says is busy is
@@ -215,7 +235,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let created = stream::iter(0..plan.create)
-        .map(|i| create(&runners_api, ctx, set, traceparents.get(i)))
+        .map(|i| create(&runners_api, ctx, set, &decision_key, traceparents.get(i)))
         .buffer_unordered(WRITE_CONCURRENCY)
         .filter_map(|r| async move { r.err() })
         .collect::<Vec<_>>()
@@ -260,7 +280,7 @@ async fn reconcile_set(set: &EphemeralRunnerSet, ctx: &Context) -> Result<Action
         busy_runners: to_i32(counts.busy),
         failed_runners: to_i32(counts.failed),
         deleting_runners: to_i32(counts.deleting),
-        quota_blocked_runners: to_i32(quota_blocked(&runners)),
+        quota_blocked_runners: to_i32(quota_blocked(runners.iter().map(AsRef::as_ref))),
         observed_patch_sequence: observed_sequence,
         observed_generation: set.metadata.generation,
         ..known.clone()
@@ -383,9 +403,52 @@ impl From<Listed> for EphemeralRunner {
     }
 }
 
-/// The set's runners as stored (not as cached: a lagging cache would make it create twice),
-/// read without their Pod templates and managed fields, which made up most of the time and
-/// memory of a reconcile with a thousand runners.
+/// Where a set notes the runners it deletes (see [`crate::runner_expectations`]).
+#[derive(Clone, Copy)]
+struct Noted<'a> {
+    expectations: &'a crate::runner_expectations::RunnerExpectations,
+    set: &'a str,
+}
+
+/// The set's runners: from `cache`, with the runners the set created or deleted that the cache
+/// does not show yet (see [`crate::runner_expectations`]); listed from the API server while the
+/// cache is not filled yet or is behind.
+async fn read_runners(
+    ctx: &Context,
+    api: &Api<EphemeralRunner>,
+    cache: &Store<EphemeralRunner>,
+    set: &EphemeralRunnerSet,
+    key: &str,
+) -> Result<Vec<Arc<EphemeralRunner>>, kube::Error> {
+    let uid = set.metadata.uid.as_deref().unwrap_or_default();
+    let owned = |r: &EphemeralRunner| r.owner_references().iter().any(|o| o.uid == uid);
+    let filled = cache.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok());
+    if filled {
+        let cached = cache.state().into_iter().filter(|r| owned(r)).collect();
+        let patience = crate::runner_expectations::PATIENCE;
+        match ctx
+            .runner_expectations
+            .apply(key, cached, Instant::now(), patience)
+        {
+            Some(runners) => return Ok(runners),
+            None => {
+                debug!(set = %set.name_any(), "the cache of runners is behind the set's own writes; listing them")
+            }
+        }
+    }
+    let selector = format!("{}={}", labels::RUNNER_SET, set.name_any());
+    let listed: Vec<Arc<EphemeralRunner>> = list_runners(ctx, api, &selector)
+        .await?
+        .into_iter()
+        .filter(|r| owned(r))
+        .map(Arc::new)
+        .collect();
+    ctx.runner_expectations.settle_listed(key, &listed);
+    Ok(listed)
+}
+
+/// The set's runners as stored, read without their Pod templates and managed fields, which
+/// made up most of the time and memory of a reconcile with a thousand runners.
 async fn list_runners(
     ctx: &Context,
     api: &Api<EphemeralRunner>,
@@ -423,11 +486,12 @@ async fn remove_concurrently(
     secrets: Api<Secret>,
     runners: Vec<EphemeralRunner>,
     github: Option<rssc_github::ActionsClient>,
+    noted: Noted<'_>,
 ) -> Result<usize, kube::Error> {
     let removed = stream::iter(runners)
         .map(|runner| {
             let (api, secrets, github) = (api.clone(), secrets.clone(), github.clone());
-            async move { remove(&api, &secrets, &runner, github.as_ref()).await }
+            async move { remove(&api, &secrets, &runner, github.as_ref(), noted).await }
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<bool>>()
@@ -442,6 +506,7 @@ async fn remove(
     secrets: &Api<Secret>,
     runner: &EphemeralRunner,
     github: Option<&rssc_github::ActionsClient>,
+    noted: Noted<'_>,
 ) -> Result<bool, kube::Error> {
     let name = runner.name_any();
     if let Some(runner_id) = registered_id(runner, secrets).await? {
@@ -462,16 +527,19 @@ async fn remove(
         api.patch(&name, &PatchParams::default(), &Patch::Merge(mark))
             .await?;
     }
-    delete(api, &name).await?;
+    delete(api, &name, noted).await?;
     Ok(true)
 }
 
-async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Error> {
+/// Deletes the runner `name` (gone already counts as deleted) and notes it in `noted`.
+async fn delete(api: &Api<EphemeralRunner>, name: &str, noted: Noted<'_>) -> Result<(), kube::Error> {
     match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e),
     }
+    noted.expectations.deleted(noted.set, name, Instant::now());
+    Ok(())
 }
 
 /// Creates a runner. A Kubernetes 1.30 API server answers `AlreadyExists` when the name it
@@ -479,31 +547,34 @@ async fn delete(api: &Api<EphemeralRunner>, name: &str) -> Result<(), kube::Erro
 /// happens in a few bursts in a hundred, and left to the next reconcile it held the runner
 /// back by a second or more, so the create is sent again for a new name. The runner made is
 /// noted in [`crate::fresh_runners`], before the create counts as answered: its first
-/// reconcile need not look for its Secret.
+/// reconcile need not look for its Secret; and in [`crate::runner_expectations`], so that the
+/// set counts it before its cache shows it. `key` is the set's
+/// [`crate::fresh_runners::set_key`].
 async fn create(
     api: &Api<EphemeralRunner>,
     ctx: &Context,
     set: &EphemeralRunnerSet,
+    key: &str,
     traceparent: Option<&String>,
-) -> Result<EphemeralRunner, kube::Error> {
+) -> Result<(), kube::Error> {
     let runner = new_runner(set, traceparent);
-    let _creating = ctx.fresh_runners.creating(&crate::fresh_runners::set_key(
-        &set.namespace().unwrap_or_default(),
-        &set.name_any(),
-    ));
+    let _creating = ctx.fresh_runners.creating(key);
     let mut attempts = 1;
     loop {
         match api.create(&PostParams::default(), &runner).await {
             Err(kube::Error::Api(e)) if e.reason == "AlreadyExists" && attempts < NAME_ATTEMPTS => {
                 attempts += 1;
             }
-            Ok(made) => {
+            Ok(mut made) => {
+                let now = Instant::now();
                 if let Some(uid) = made.uid() {
-                    ctx.fresh_runners.made(&uid, std::time::Instant::now());
+                    ctx.fresh_runners.made(&uid, now);
                 }
-                return Ok(made);
+                keep_set_fields(&mut made);
+                ctx.runner_expectations.created(key, made, now);
+                return Ok(());
             }
-            result => return result,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod merge;
 pub mod metrics;
 pub mod problem;
 pub mod reconcile;
+pub mod runner_expectations;
 pub mod runner_outcome;
 pub mod runner_pod;
 pub mod runner_set;

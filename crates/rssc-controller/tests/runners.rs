@@ -587,3 +587,47 @@ async fn a_generated_runner_name_already_taken_is_generated_again() {
         r#"rssc_controller_reconcile_errors_total{kind="EphemeralRunnerSet",category="kubernetes"} 0"#;
     assert!(metrics.contains(errors), "{metrics}");
 }
+
+/// The set reads its runners from a cache, which a watch fills a moment after each write. A
+/// runner the set has just made counts before the cache shows it: with the cache seconds
+/// behind, a second decision right after the first makes only the runner it adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_behind_the_sets_own_creates_makes_no_runner_twice() {
+    let t = Target::new("cache-behind").await;
+    let (fake, ca) = github().await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+        .await
+        .unwrap();
+    // Well within the patience after which the set stops trusting its cache and lists.
+    proxy
+        .faults()
+        .delay_watch_events("ephemeralrunners", Duration::from_secs(3));
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
+    let _controllers = Controllers::start(
+        &ctx,
+        &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    support::create_runner_set(&t, &asss, 0).await;
+    let key = rssc_controller::fresh_runners::set_key(&t.namespace, "ci");
+    let creates = || proxy.faults().codes("create", "ephemeralrunners").len();
+
+    decide(&t, 2, 1).await;
+    eventually("two runners made, and the cache shows neither yet", || async {
+        creates() == 2 && ctx.runner_expectations.unmet(&key) == 2
+    })
+    .await;
+    decide(&t, 3, 2).await;
+    eventually("the second decision carried out", || async {
+        observed(&t).await == 2
+    })
+    .await;
+    assert_eq!(runners(&t).await.len(), 3, "each runner made once");
+
+    // Once the cache shows them, the reconciles their events bring make none either.
+    eventually("the cache shows every runner made", || async {
+        ctx.runner_expectations.unmet(&key) == 0
+    })
+    .await;
+    assert_eq!((runners(&t).await.len(), creates()), (3, 3));
+}

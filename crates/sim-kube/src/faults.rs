@@ -79,6 +79,7 @@ pub struct Faults {
     config: Mutex<FaultConfig>,
     refusals: Mutex<Vec<Refusal>>,
     answer_delays: Mutex<Vec<AnswerDelay>>,
+    watch_delays: Mutex<Vec<(String, Duration)>>,
     log: Mutex<Log>,
     drop_watches: broadcast::Sender<()>,
 }
@@ -97,6 +98,7 @@ impl Default for Faults {
             config: Mutex::default(),
             refusals: Mutex::default(),
             answer_delays: Mutex::default(),
+            watch_delays: Mutex::default(),
             log: Mutex::default(),
             drop_watches: broadcast::channel(16).0,
         }
@@ -190,6 +192,27 @@ impl Faults {
             .iter()
             .find(|d| d.verb == verb && d.resource == resource)
             .map(|d| d.delay)
+    }
+
+    /// Holds back what watches of `resource` receive by `delay`, as a watch falls behind on a
+    /// congested connection or a busy client: events keep their order, and every client's cache
+    /// of `resource` lags its writes by at least `delay`. Applied by the fault proxy to the
+    /// watches it opens from then on.
+    pub fn delay_watch_events(&self, resource: &str, delay: Duration) {
+        self.watch_delays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((resource.to_owned(), delay));
+    }
+
+    /// How long events of watches of `resource` are held back, if at all.
+    pub fn watch_delay(&self, resource: &str) -> Option<Duration> {
+        self.watch_delays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(r, _)| r == resource)
+            .map(|(_, delay)| *delay)
     }
 
     /// Ends every open watch stream now (clients see the stream close and re-watch).

@@ -218,16 +218,46 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ProxyB
     let body: ProxyBody = if target.verb == "watch" {
         // A dropped watch ends as a real one does when the server closes it: the stream stops.
         let mut drops = upstream.faults.watch_drops();
-        let stream = BodyStream::new(body)
-            .map(|frame| frame.map_err(|e| Box::new(e) as BoxError))
-            .take_until(async move {
-                let _ = drops.recv().await;
-            });
+        let frames = BodyStream::new(body).map(|frame| frame.map_err(|e| Box::new(e) as BoxError));
+        let frames = match upstream.faults.watch_delay(&target.resource) {
+            Some(delay) => held_back(frames, delay).boxed(),
+            None => frames.boxed(),
+        };
+        let stream = frames.take_until(async move {
+            let _ = drops.recv().await;
+        });
         UnsyncBoxBody::new(StreamBody::new(stream))
     } else {
         body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
     };
     Response::from_parts(parts, body)
+}
+
+/// `frames`, each passed on `delay` after it arrived: a lag, not a limit on throughput, since
+/// the frames are read as they come, and they keep their order.
+fn held_back<S, T>(frames: S, delay: std::time::Duration) -> impl futures::Stream<Item = T> + Send
+where
+    S: futures::Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (arrived, waiting) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut frames = std::pin::pin!(frames);
+        loop {
+            // Stops with the watch, or when its client has gone.
+            let frame = tokio::select! {
+                frame = frames.next() => frame,
+                () = arrived.closed() => None,
+            };
+            let Some(frame) = frame else { break };
+            let _ = arrived.send((tokio::time::Instant::now() + delay, frame));
+        }
+    });
+    futures::stream::unfold(waiting, |mut waiting| async move {
+        let (due, frame) = waiting.recv().await?;
+        tokio::time::sleep_until(due).await;
+        Some((frame, waiting))
+    })
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
