@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt, channel::mpsc};
+use futures::{StreamExt, TryStreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
@@ -22,7 +22,11 @@ use rssc_api::{
 use tracing::{debug, warn};
 
 use crate::{
-    autoscale_set, context::Context, credentials, ephemeral_runner, ephemeral_runner_set, reconcile::Error,
+    autoscale_set,
+    context::Context,
+    credentials, ephemeral_runner, ephemeral_runner_set,
+    lean_runners::{LeanRunner, SetRunner, as_runner_event},
+    reconcile::Error,
     runner_outcome, runner_set, trigger_pace,
 };
 
@@ -97,9 +101,9 @@ pub async fn run_ephemeral_runner_sets(
     // its runners' changes at most every SET_TRIGGER_SPACING (its own changes, the listener's
     // decisions among them, still at once).
     let (cache, writer) = reflector::store();
-    let runners = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
+    let runners = watcher(ctx.api::<SetRunner>(), watcher::Config::default())
         .default_backoff()
-        .modify(ephemeral_runner_set::keep_set_fields)
+        .map_ok(as_runner_event)
         .reflect(writer)
         .touched_objects();
     let runner_changes = trigger_owners::<EphemeralRunnerSet, _>(runners, (), ()).filter_map(|request| {
@@ -138,8 +142,8 @@ pub async fn run_ephemeral_runners(
 ) {
     let (runners, writer) = reflector::store();
     let removed = ctx.clone();
-    let trigger = watcher(ctx.api::<EphemeralRunner>(), watcher::Config::default())
-        .modify(|runner| runner.managed_fields_mut().clear())
+    let trigger = watcher(ctx.api::<LeanRunner>(), watcher::Config::default())
+        .map_ok(as_runner_event)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(runner_changes_that_matter)

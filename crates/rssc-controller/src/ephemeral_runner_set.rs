@@ -10,11 +10,7 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt, TryStreamExt, stream};
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
-    chrono::Utc,
-};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta, chrono::Utc};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, ObjectList, Patch, PatchParams, PostParams},
@@ -25,11 +21,10 @@ use rssc_api::{
     names,
     v1alpha1::{
         AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSetStatus,
-        EphemeralRunnerSpec, EphemeralRunnerStatus, PodTemplate, RunnerConfig,
+        EphemeralRunnerSpec, PodTemplate,
     },
 };
 use rssc_github::Error as GitHubError;
-use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -37,6 +32,7 @@ use crate::{
     context::Context,
     decision_clock::{CarriedOut, Seen},
     ephemeral_runner::registered_id,
+    lean_runners::SetRunner,
     metrics::ScaleSetLabels,
     reconcile::{Error, timed},
     scale::{Counts, Current, DECISION_SETTLE, Decision, RunnerState, RunnerView, plan},
@@ -346,63 +342,6 @@ async fn reconcile_set(
     )
 }
 
-/// An EphemeralRunner as the set's reconcile reads it: no Pod template, no managed fields.
-#[derive(Clone, Debug, Deserialize)]
-struct Listed {
-    metadata: ListedMeta,
-    spec: ListedSpec,
-    #[serde(default)]
-    status: Option<EphemeralRunnerStatus>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListedMeta {
-    name: Option<String>,
-    namespace: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    creation_timestamp: Option<Time>,
-    deletion_timestamp: Option<Time>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    owner_references: Option<Vec<OwnerReference>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListedSpec {
-    runner_config: RunnerConfig,
-}
-
-impl From<Listed> for EphemeralRunner {
-    fn from(listed: Listed) -> Self {
-        let m = listed.metadata;
-        EphemeralRunner {
-            metadata: ObjectMeta {
-                name: m.name,
-                namespace: m.namespace,
-                uid: m.uid,
-                resource_version: m.resource_version,
-                creation_timestamp: m.creation_timestamp,
-                deletion_timestamp: m.deletion_timestamp,
-                labels: m.labels,
-                annotations: m.annotations,
-                owner_references: m.owner_references,
-                ..ObjectMeta::default()
-            },
-            spec: EphemeralRunnerSpec {
-                runner_template: PodTemplate::default(),
-                runner_config: listed.spec.runner_config,
-            },
-            status: listed.status,
-        }
-    }
-}
-
 /// Where a set notes the runners it deletes (see [`crate::runner_expectations`]).
 #[derive(Clone, Copy)]
 struct Noted<'a> {
@@ -457,7 +396,7 @@ async fn list_runners(
     let request = kube::core::Request::new(api.resource_url())
         .list(&ListParams::default().labels(selector))
         .map_err(kube::Error::BuildRequest)?;
-    let listed: ObjectList<Listed> = ctx.client.request(request).await?;
+    let listed: ObjectList<SetRunner> = ctx.client.request(request).await?;
     Ok(listed.items.into_iter().map(EphemeralRunner::from).collect())
 }
 
@@ -656,33 +595,6 @@ mod tests {
         assert_eq!(runner.annotations()[annotations::PATCH_SEQUENCE], "7");
         assert_eq!(runner.annotations()[annotations::TRACEPARENT], "00-trace-span-01");
         assert_eq!(runner.owner_references()[0].uid, "u1");
-    }
-
-    #[test]
-    fn a_listed_runner_keeps_what_the_plan_and_scale_down_read() {
-        let stored = json!({
-            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunner",
-            "metadata": {"name": "ci-runner-x", "namespace": "ns", "uid": "u",
-                         "creationTimestamp": "2026-11-22T12:00:00Z", "deletionTimestamp": "2026-11-22T12:01:00Z",
-                         "labels": {labels::POD_SPEC_HASH: "h"}, "annotations": {"a": "b"},
-                         "ownerReferences": [{"apiVersion": "v", "kind": "EphemeralRunnerSet", "name": "ci", "uid": "set"}],
-                         "managedFields": [{"manager": "rssc", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]},
-            "spec": {"runnerTemplate": {"spec": {"containers": [{"name": "runner", "image": "i"}]}},
-                     "runnerConfig": {"autoscaleSetRef": {"name": "a"}, "githubConfigURL": "https://github.com/o",
-                                      "scaleSetID": 4, "scaleSetName": "s"}},
-            "status": {"phase": "Running", "runnerId": 9, "job": {"requestId": 5, "result": "succeeded"}}
-        });
-        let full: EphemeralRunner = serde_json::from_value(stored.clone()).unwrap();
-        let listed: EphemeralRunner = serde_json::from_value::<Listed>(stored).unwrap().into();
-        assert_eq!(view(&listed), view(&full));
-        assert_eq!(listed.status, full.status);
-        assert_eq!(listed.owner_references(), full.owner_references());
-        assert_eq!(listed.annotations(), full.annotations());
-        assert!(
-            listed.spec.runner_template.spec.containers.is_empty(),
-            "the template is left out"
-        );
-        assert!(listed.metadata.managed_fields.is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod fresh_runners;
 pub mod leader;
+pub mod lean_runners;
 pub mod listener;
 pub mod merge;
 pub mod metrics;
