@@ -14,7 +14,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
@@ -294,8 +294,7 @@ async fn create_pod(
     let name = runner.name_any();
     let pod =
         runner_pod(runner, &ctx.settings.user_agent).expect("runners read from the API have a name and UID");
-    match pods
-        .create(&PostParams::default(), &pod)
+    match crate::writes::create_unread(&ctx.client, pods, &pod)
         .instrument(info_span!("pod.create"))
         .await
     {
@@ -534,8 +533,7 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Acti
     )
     .expect("runners read from the API have a name and UID");
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    match secrets
-        .create(&PostParams::default(), &secret)
+    match crate::writes::create_unread(&ctx.client, &secrets, &secret)
         .instrument(info_span!("secret.create"))
         .await
     {
@@ -600,8 +598,14 @@ async fn record_failure(
         "metadata": {"resourceVersion": runner.metadata.resource_version},
         "status": {"failures": failures, "phase": "Pending", "reason": failure.reason},
     });
-    api.patch_status(&runner.name_any(), &controller_params(), &Patch::Merge(patch))
-        .await?;
+    crate::writes::patch_status_unread(
+        &ctx.client,
+        &api,
+        &runner.name_any(),
+        &controller_params(),
+        &Patch::Merge(patch),
+    )
+    .await?;
     ctx.metrics.pod_failed(&scale_set_labels(runner), &failure.reason);
     Ok(())
 }
@@ -651,7 +655,9 @@ fn record_removal(runner: &EphemeralRunner, ctx: &Context, exited: Option<&Time>
 async fn patch_status(runner: &EphemeralRunner, ctx: &Context, fields: Value) -> Result<(), Error> {
     let api: Api<EphemeralRunner> =
         Api::namespaced(ctx.client.clone(), &runner.namespace().unwrap_or_default());
-    api.patch_status(
+    crate::writes::patch_status_unread(
+        &ctx.client,
+        &api,
         &runner.name_any(),
         &controller_params(),
         &Patch::Merge(json!({ "status": fields })),
@@ -743,10 +749,8 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
             {"op": "replace", "path": "/metadata/finalizers", "value": kept},
         ]))
         .expect("a JSON patch of two operations");
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
+        let patch = Patch::Json::<()>(patch);
+        match crate::writes::patch_unread(&ctx.client, &api, &name, &PatchParams::default(), &patch).await {
             Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => return Ok(()),
             // The finalizers changed meanwhile (the test failed: 422), or a conflict: read again.
             Err(kube::Error::Api(kube::core::ErrorResponse { code: 409 | 422, .. })) => {

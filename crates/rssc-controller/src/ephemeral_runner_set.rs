@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta, chrono::Utc};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectList, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, ObjectList, Patch, PatchParams},
     runtime::{controller::Action, reflector::Store},
 };
 use rssc_api::{
@@ -21,7 +21,7 @@ use rssc_api::{
     names,
     v1alpha1::{
         AutoscaleSet, EphemeralRunner, EphemeralRunnerPhase, EphemeralRunnerSet, EphemeralRunnerSetStatus,
-        EphemeralRunnerSpec, PodTemplate,
+        EphemeralRunnerSpec,
     },
 };
 use rssc_github::Error as GitHubError;
@@ -85,8 +85,8 @@ pub fn view(runner: &EphemeralRunner) -> RunnerView {
     }
 }
 
-/// Reconciles one EphemeralRunnerSet, reading its runners from `cache` (EphemeralRunners with
-/// what [`keep_set_fields`] keeps).
+/// Reconciles one EphemeralRunnerSet, reading its runners from `cache` (EphemeralRunners read
+/// as [`SetRunner`]s).
 pub async fn reconcile(
     set: Arc<EphemeralRunnerSet>,
     ctx: Arc<Context>,
@@ -101,13 +101,6 @@ pub async fn reconcile(
         reconcile_set(&set, &ctx, &cache),
     )
     .await
-}
-
-/// What of an EphemeralRunner the set's cache keeps: all but its Pod template and managed
-/// fields, which the set never reads and which made up most of a runner's size.
-pub fn keep_set_fields(runner: &mut EphemeralRunner) {
-    runner.managed_fields_mut().clear();
-    runner.spec.runner_template = PodTemplate::default();
 }
 
 async fn reconcile_set(
@@ -304,7 +297,7 @@ async fn reconcile_set(
             field_manager: Some(field_managers::CONTROLLER.into()),
             ..Default::default()
         };
-        api.patch_status(&set.name_any(), &params, &Patch::Merge(patch))
+        crate::writes::patch_status_unread(&ctx.client, &api, &set.name_any(), &params, &Patch::Merge(patch))
             .await?;
     }
     if let Some(err) = created.into_iter().next() {
@@ -463,7 +456,8 @@ async fn remove(
         }
         // Deregistered: its finalizer need not ask GitHub again.
         let mark = json!({"metadata": {"annotations": {annotations::DEREGISTERED: "true"}}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(mark))
+        let client = api.clone().into_client();
+        crate::writes::patch_unread(&client, api, &name, &PatchParams::default(), &Patch::Merge(mark))
             .await?;
     }
     delete(api, &name, noted).await?;
@@ -500,16 +494,16 @@ async fn create(
     let _creating = ctx.fresh_runners.creating(key);
     let mut attempts = 1;
     loop {
-        match api.create(&PostParams::default(), &runner).await {
+        match crate::writes::create::<_, SetRunner>(&ctx.client, api, &runner).await {
             Err(kube::Error::Api(e)) if e.reason == "AlreadyExists" && attempts < NAME_ATTEMPTS => {
                 attempts += 1;
             }
-            Ok(mut made) => {
+            Ok(made) => {
+                let made = EphemeralRunner::from(made);
                 let now = Instant::now();
                 if let Some(uid) = made.uid() {
                     ctx.fresh_runners.made(&uid, now);
                 }
-                keep_set_fields(&mut made);
                 ctx.runner_expectations.created(key, made, now);
                 return Ok(());
             }

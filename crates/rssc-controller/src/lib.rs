@@ -32,3 +32,4 @@ pub mod self_removed;
 pub mod status_pace;
 pub mod trigger_pace;
 pub mod version_records;
+pub mod writes;
