@@ -103,20 +103,51 @@ pub async fn reconcile(
     .await
 }
 
+/// Where a reconcile reads the set's runners from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The set's cache, with its expectations (a list while the cache is not to be trusted).
+    Cache,
+    /// The API server.
+    Listed,
+}
+
+/// The cache may not show yet the job records the listener wrote just before its decision
+/// (they come on another watch): it can show runners whose jobs ended as busy, and a plan
+/// that counts them removes runners the jobs still need, to make them again later (28 of them
+/// in one burst of 1,000). Only removing a live runner acts on that lag; a plan that would
+/// is made again from the runners as stored.
 async fn reconcile_set(
     set: &EphemeralRunnerSet,
     ctx: &Context,
     cache: &Store<EphemeralRunner>,
 ) -> Result<Action, Error> {
+    match reconcile_reading(set, ctx, cache, Read::Cache).await? {
+        Some(action) => Ok(action),
+        None => Ok(reconcile_reading(set, ctx, cache, Read::Listed)
+            .await?
+            .unwrap_or_else(Action::await_change)),
+    }
+}
+
+/// Reconciles the set with its runners read as `read` says; `None` when the plan would remove
+/// live runners and they were read from the cache (read them from the API server instead).
+async fn reconcile_reading(
+    set: &EphemeralRunnerSet,
+    ctx: &Context,
+    cache: &Store<EphemeralRunner>,
+    read: Read,
+) -> Result<Option<Action>, Error> {
     let namespace = set.namespace().unwrap_or_default();
     let decision_key = crate::fresh_runners::set_key(&namespace, &set.name_any());
     if set.metadata.deletion_timestamp.is_some() {
         ctx.decisions.forget(&decision_key);
         ctx.set_status_pace.forget(&decision_key);
         ctx.runner_expectations.forget(&decision_key);
-        return Ok(Action::await_change());
+        return Ok(Some(Action::await_change()));
     }
     let runners_api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+    let cache = (read == Read::Cache).then_some(cache);
     let runners = read_runners(ctx, &runners_api, cache, set, &decision_key).await?;
     let by_name: BTreeMap<String, &EphemeralRunner> =
         runners.iter().map(|r| (r.name_any(), r.as_ref())).collect();
@@ -167,6 +198,10 @@ async fn reconcile_set(
         scale_set_id: set.spec.runner_config.scale_set_id,
     };
     let plan = plan(decision, &views, &current, Utc::now(), ctx.settings.pending_grace);
+    if read == Read::Cache && (plan.scale_down > 0 || !plan.replace.is_empty()) {
+        debug!(set = %set.name_any(), "removing runners: reading them from the API server first");
+        return Ok(None);
+    }
     if plan.waiting_for_finishing > 0 || plan.held_for_finishes > 0 || plan.deferred > 0 {
         // Why runners the decision asks for are not made yet, term by term (debug: at the
         // maximum it is every reconcile of a draining set).
@@ -322,7 +357,7 @@ async fn reconcile_set(
         .flatten()
         .map(|wait| wait.max(Duration::from_secs(1)));
     // A held-back status write is made by the reconcile after the wait.
-    Ok(
+    Ok(Some(
         match recheck
             .into_iter()
             .chain(status_wait)
@@ -332,7 +367,7 @@ async fn reconcile_set(
             Some(wait) => Action::requeue(wait),
             None => Action::await_change(),
         },
-    )
+    ))
 }
 
 /// Where a set notes the runners it deletes (see [`crate::runner_expectations`]).
@@ -343,19 +378,19 @@ struct Noted<'a> {
 }
 
 /// The set's runners: from `cache`, with the runners the set created or deleted that the cache
-/// does not show yet (see [`crate::runner_expectations`]); listed from the API server while the
-/// cache is not filled yet or is behind.
+/// does not show yet (see [`crate::runner_expectations`]); listed from the API server without a
+/// cache, or while the cache is not filled yet or is behind.
 async fn read_runners(
     ctx: &Context,
     api: &Api<EphemeralRunner>,
-    cache: &Store<EphemeralRunner>,
+    cache: Option<&Store<EphemeralRunner>>,
     set: &EphemeralRunnerSet,
     key: &str,
 ) -> Result<Vec<Arc<EphemeralRunner>>, kube::Error> {
     let uid = set.metadata.uid.as_deref().unwrap_or_default();
     let owned = |r: &EphemeralRunner| r.owner_references().iter().any(|o| o.uid == uid);
-    let filled = cache.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok());
-    if filled {
+    let filled = cache.filter(|c| c.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()));
+    if let Some(cache) = filled {
         let cached = cache.state().into_iter().filter(|r| owned(r)).collect();
         let patience = crate::runner_expectations::PATIENCE;
         match ctx

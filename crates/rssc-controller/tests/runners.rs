@@ -631,3 +631,60 @@ async fn a_cache_behind_the_sets_own_creates_makes_no_runner_twice() {
     .await;
     assert_eq!((runners(&t).await.len(), creates()), (3, 3));
 }
+
+/// The cache may not show yet the job records the listener wrote just before a decision, and
+/// a set that took such runners for live ones would remove runners the jobs still need. So a
+/// plan read from the cache that removes live runners is made again from a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_is_planned_from_the_runners_as_stored() {
+    let t = Target::new("scale-down-listed").await;
+    let (fake, ca) = github().await;
+    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+        .await
+        .unwrap();
+    proxy
+        .faults()
+        .delay_watch_events("ephemeralrunners", Duration::from_secs(3));
+    // Pending runners may go at once.
+    let settings = Settings {
+        pending_grace: Duration::ZERO,
+        ..support::settings()
+    };
+    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), settings));
+    let _controllers = Controllers::start(
+        &ctx,
+        &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
+    );
+    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+    support::create_runner_set(&t, &asss, 0).await;
+    let key = rssc_controller::fresh_runners::set_key(&t.namespace, "ci");
+    let lists = || {
+        proxy
+            .faults()
+            .counts()
+            .get(&("list".to_owned(), "ephemeralrunners".to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+
+    decide(&t, 2, 1).await;
+    eventually("two runners made, and the cache shows neither yet", || async {
+        proxy.faults().codes("create", "ephemeralrunners").len() == 2
+            && ctx.runner_expectations.unmet(&key) == 2
+    })
+    .await;
+    let listed_before = lists();
+    decide(&t, 0, 2).await;
+    // Held by their finalizers: no runner reconciler runs here to release them.
+    eventually("both runners being deleted", || async {
+        runners(&t)
+            .await
+            .iter()
+            .all(|r| r.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    assert!(
+        lists() > listed_before,
+        "the scale-down read the runners from the API server"
+    );
+}
