@@ -7,7 +7,7 @@
 //! the set then reads its runners from the API server, as it did before it had a cache.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -78,35 +78,46 @@ impl RunnerExpectations {
         let Some(pending) = sets.get_mut(set) else {
             return Some(cached);
         };
-        let names: HashSet<String> = cached.iter().map(|r| r.name_any()).collect();
+        // Once per reconcile of a busy set: borrowed names, no copies.
+        let by_name: HashMap<&str, &EphemeralRunner> = cached
+            .iter()
+            .filter_map(|r| Some((r.metadata.name.as_deref()?, r.as_ref())))
+            .collect();
         // Created and deleted before the cache saw either: nothing to count. Its events may
         // still come; until they do the runner is not counted twice, and after its deletion
         // event it is not counted at all.
         let gone_unseen: Vec<String> = pending
             .created
             .keys()
-            .filter(|name| pending.deleted.contains_key(*name) && !names.contains(*name))
+            .filter(|name| pending.deleted.contains_key(*name) && !by_name.contains_key(name.as_str()))
             .cloned()
             .collect();
         for name in &gone_unseen {
             pending.created.remove(name);
             pending.deleted.remove(name);
         }
-        pending.created.retain(|name, _| !names.contains(name));
-        let deleting_or_gone = |name: &String| {
-            cached
-                .iter()
-                .find(|r| r.metadata.name.as_ref() == Some(name))
-                .is_none_or(|r| r.metadata.deletion_timestamp.is_some())
-        };
-        pending.deleted.retain(|name, _| !deleting_or_gone(name));
+        pending
+            .created
+            .retain(|name, _| !by_name.contains_key(name.as_str()));
+        pending.deleted.retain(|name, _| {
+            by_name
+                .get(name.as_str())
+                .is_some_and(|r| r.metadata.deletion_timestamp.is_none())
+        });
         let overdue = |at: &Instant| now.saturating_duration_since(*at) > patience;
         if pending.created.values().any(|(at, _)| overdue(at)) || pending.deleted.values().any(overdue) {
             return None;
         }
-        for runner in &mut cached {
-            if pending.deleted.contains_key(&runner.name_any()) {
-                Arc::make_mut(runner).metadata.deletion_timestamp = Some(Time(Utc::now()));
+        if !pending.deleted.is_empty() {
+            for runner in &mut cached {
+                let deleted = runner
+                    .metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| pending.deleted.contains_key(name));
+                if deleted {
+                    Arc::make_mut(runner).metadata.deletion_timestamp = Some(Time(Utc::now()));
+                }
             }
         }
         cached.extend(pending.created.values().map(|(_, runner)| runner.clone()));
