@@ -588,48 +588,82 @@ async fn a_generated_runner_name_already_taken_is_generated_again() {
     assert!(metrics.contains(errors), "{metrics}");
 }
 
+/// The AutoscaleSet and EphemeralRunnerSet reconcilers behind a fault proxy whose runner
+/// watches come 3 s late (well within the patience after which a set stops trusting its cache
+/// and lists), with the `ci` set at no runners.
+struct LaggingCache {
+    t: Target,
+    proxy: rssc_test_support::fault_proxy::FaultProxy,
+    ctx: Arc<Context>,
+    /// The set's key in the controller's expectations.
+    key: String,
+    _controllers: Controllers,
+    _fake: Arc<rssc_sim_github::FakeGitHub>,
+}
+
+impl LaggingCache {
+    async fn start(test: &str, settings: Settings) -> Self {
+        let t = Target::new(test).await;
+        let (fake, ca) = github().await;
+        let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
+            .await
+            .unwrap();
+        proxy
+            .faults()
+            .delay_watch_events("ephemeralrunners", Duration::from_secs(3));
+        let ctx = Arc::new(Context::new(proxy.client(&t.namespace), settings));
+        let controllers = Controllers::start(
+            &ctx,
+            &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
+        );
+        let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
+        support::create_runner_set(&t, &asss, 0).await;
+        let key = rssc_controller::fresh_runners::set_key(&t.namespace, "ci");
+        Self {
+            t,
+            proxy,
+            ctx,
+            key,
+            _controllers: controllers,
+            _fake: fake,
+        }
+    }
+
+    fn creates(&self) -> usize {
+        self.proxy.faults().codes("create", "ephemeralrunners").len()
+    }
+
+    /// Decides on two runners and waits until they are made and the cache shows neither.
+    async fn two_runners_not_cached_yet(&self) {
+        decide(&self.t, 2, 1).await;
+        eventually("two runners made, and the cache shows neither yet", || async {
+            self.creates() == 2 && self.ctx.runner_expectations.unmet(&self.key) == 2
+        })
+        .await;
+    }
+}
+
 /// The set reads its runners from a cache, which a watch fills a moment after each write. A
 /// runner the set has just made counts before the cache shows it: with the cache seconds
 /// behind, a second decision right after the first makes only the runner it adds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_behind_the_sets_own_creates_makes_no_runner_twice() {
-    let t = Target::new("cache-behind").await;
-    let (fake, ca) = github().await;
-    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
-        .await
-        .unwrap();
-    // Well within the patience after which the set stops trusting its cache and lists.
-    proxy
-        .faults()
-        .delay_watch_events("ephemeralrunners", Duration::from_secs(3));
-    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), support::settings()));
-    let _controllers = Controllers::start(
-        &ctx,
-        &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    support::create_runner_set(&t, &asss, 0).await;
-    let key = rssc_controller::fresh_runners::set_key(&t.namespace, "ci");
-    let creates = || proxy.faults().codes("create", "ephemeralrunners").len();
-
-    decide(&t, 2, 1).await;
-    eventually("two runners made, and the cache shows neither yet", || async {
-        creates() == 2 && ctx.runner_expectations.unmet(&key) == 2
-    })
-    .await;
-    decide(&t, 3, 2).await;
+    let lag = LaggingCache::start("cache-behind", support::settings()).await;
+    let t = &lag.t;
+    lag.two_runners_not_cached_yet().await;
+    decide(t, 3, 2).await;
     eventually("the second decision carried out", || async {
-        observed(&t).await == 2
+        observed(t).await == 2
     })
     .await;
-    assert_eq!(runners(&t).await.len(), 3, "each runner made once");
+    assert_eq!(runners(t).await.len(), 3, "each runner made once");
 
     // Once the cache shows them, the reconciles their events bring make none either.
     eventually("the cache shows every runner made", || async {
-        ctx.runner_expectations.unmet(&key) == 0
+        lag.ctx.runner_expectations.unmet(&lag.key) == 0
     })
     .await;
-    assert_eq!((runners(&t).await.len(), creates()), (3, 3));
+    assert_eq!((runners(t).await.len(), lag.creates()), (3, 3));
 }
 
 /// The cache may not show yet the job records the listener wrote just before a decision, and
@@ -637,47 +671,26 @@ async fn a_cache_behind_the_sets_own_creates_makes_no_runner_twice() {
 /// plan read from the cache that removes live runners is made again from a list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scale_down_is_planned_from_the_runners_as_stored() {
-    let t = Target::new("scale-down-listed").await;
-    let (fake, ca) = github().await;
-    let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
-        .await
-        .unwrap();
-    proxy
-        .faults()
-        .delay_watch_events("ephemeralrunners", Duration::from_secs(3));
     // Pending runners may go at once.
     let settings = Settings {
         pending_grace: Duration::ZERO,
         ..support::settings()
     };
-    let ctx = Arc::new(Context::new(proxy.client(&t.namespace), settings));
-    let _controllers = Controllers::start(
-        &ctx,
-        &[Reconciler::AutoscaleSets, Reconciler::EphemeralRunnerSets],
-    );
-    let asss = support::registered_autoscale_set(&t, &fake, &ca).await;
-    support::create_runner_set(&t, &asss, 0).await;
-    let key = rssc_controller::fresh_runners::set_key(&t.namespace, "ci");
+    let lag = LaggingCache::start("scale-down-listed", settings).await;
+    let t = &lag.t;
     let lists = || {
-        proxy
-            .faults()
-            .counts()
+        let counts = lag.proxy.faults().counts();
+        counts
             .get(&("list".to_owned(), "ephemeralrunners".to_owned()))
             .copied()
             .unwrap_or(0)
     };
-
-    decide(&t, 2, 1).await;
-    eventually("two runners made, and the cache shows neither yet", || async {
-        proxy.faults().codes("create", "ephemeralrunners").len() == 2
-            && ctx.runner_expectations.unmet(&key) == 2
-    })
-    .await;
+    lag.two_runners_not_cached_yet().await;
     let listed_before = lists();
-    decide(&t, 0, 2).await;
+    decide(t, 0, 2).await;
     // Held by their finalizers: no runner reconciler runs here to release them.
     eventually("both runners being deleted", || async {
-        runners(&t)
+        runners(t)
             .await
             .iter()
             .all(|r| r.metadata.deletion_timestamp.is_some())
