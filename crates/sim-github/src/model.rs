@@ -338,6 +338,10 @@ pub struct State {
     pub jobs: BTreeMap<i64, Job>,
     /// Runners by id.
     pub runners: BTreeMap<i64, Runner>,
+    /// Runner ids by name, lowercased, and by JIT configuration, so registering and starting a
+    /// runner does not scan every runner under the lock. Entries are checked against `runners`
+    /// when read: a runner removed from `runners` directly (tests do) leaves a stale one behind.
+    runner_index: HashMap<RunnerKey, i64>,
     /// Jobs in the order they were assigned, by scale set, so an idle runner asking for work
     /// does not scan every job ever queued; entries whose job has moved on are dropped lazily.
     assignment_order: HashMap<i64, BTreeSet<(Instant, i64)>>,
@@ -352,6 +356,21 @@ pub struct State {
     next_id: i64,
     next_message_id: i64,
     events: u64,
+}
+
+/// How [`State::runner_index`] finds a runner.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum RunnerKey {
+    /// The runner's name, lowercased.
+    Name(String),
+    /// The runner's encoded JIT configuration.
+    Jit(String),
+}
+
+impl RunnerKey {
+    fn name(name: &str) -> Self {
+        Self::Name(name.to_ascii_lowercase())
+    }
 }
 
 impl State {
@@ -376,6 +395,7 @@ impl State {
             sessions: HashMap::new(),
             jobs: BTreeMap::new(),
             runners: BTreeMap::new(),
+            runner_index: HashMap::new(),
             assignment_order: HashMap::new(),
             calls: Vec::new(),
             installation_tokens_issued: 0,
@@ -671,7 +691,15 @@ impl State {
         }
         self.scale_sets.remove(&id);
         self.sessions.retain(|_, s| s.scale_set_id != id);
-        self.runners.retain(|_, r| r.scale_set_id != id);
+        let gone: Vec<i64> = self
+            .runners
+            .values()
+            .filter(|r| r.scale_set_id == id)
+            .map(|r| r.id)
+            .collect();
+        for runner in gone {
+            self.drop_runner(runner);
+        }
         for j in self.jobs.values_mut() {
             if j.scale_set_id == Some(id) && j.state != JobState::Completed {
                 j.state = JobState::Queued;
@@ -1083,7 +1111,7 @@ impl State {
         if name.trim().is_empty() {
             return Err(ApiError::bad_request("runner name is required"));
         }
-        if self.runners.values().any(|r| r.name.eq_ignore_ascii_case(name)) {
+        if self.runner_named(name).is_some() {
             return Err(ApiError::new(
                 409,
                 Some("GitHub.DistributedTask.WebApi.AgentExistsException"),
@@ -1094,6 +1122,8 @@ impl State {
         let secret = self.random_token("");
         let cfg = serde_json::json!({".runner": {"agentId": id, "agentName": name, "poolId": 0}, ".credentials": secret});
         let jit = base64::engine::general_purpose::STANDARD.encode(cfg.to_string());
+        self.runner_index.insert(RunnerKey::name(name), id);
+        self.runner_index.insert(RunnerKey::Jit(jit.clone()), id);
         self.runners.insert(
             id,
             Runner {
@@ -1144,8 +1174,22 @@ impl State {
                 format!("Runner {} is still running job {job}.", r.name),
             ));
         }
-        self.runners.remove(&id);
+        self.drop_runner(id);
         Ok(())
+    }
+
+    /// The runner registered under `name` (GitHub compares runner names case-insensitively).
+    pub(crate) fn runner_named(&self, name: &str) -> Option<&Runner> {
+        let id = self.runner_index.get(&RunnerKey::name(name))?;
+        self.runners.get(id).filter(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Removes a runner's registration and its index entries.
+    fn drop_runner(&mut self, id: i64) {
+        if let Some(r) = self.runners.remove(&id) {
+            self.runner_index.remove(&RunnerKey::name(&r.name));
+            self.runner_index.remove(&RunnerKey::Jit(r.jit));
+        }
     }
 
     /// The simulated runner starts with its JIT config. A runner that crashed before taking a
@@ -1153,9 +1197,10 @@ impl State {
     /// the configuration is spent.
     pub fn runner_start(&mut self, encoded_jit_config: &str) -> Result<StartedRunner, ApiError> {
         let r = self
-            .runners
-            .values_mut()
-            .find(|r| r.jit == encoded_jit_config)
+            .runner_index
+            .get(&RunnerKey::Jit(encoded_jit_config.to_owned()))
+            .and_then(|id| self.runners.get_mut(id))
+            .filter(|r| r.jit == encoded_jit_config)
             .ok_or_else(|| ApiError::unauthorized("JIT config is not valid"))?;
         if r.took_job {
             return Err(ApiError::unauthorized("JIT config was already used"));
@@ -1242,7 +1287,7 @@ impl State {
         j.result = Some(result.to_owned());
         j.finish_time = Some(SystemTime::now());
         self.emit(id, "JobCompleted");
-        self.runners.remove(&runner_id);
+        self.drop_runner(runner_id);
         Ok(id)
     }
 }
@@ -1319,6 +1364,31 @@ mod tests {
         );
         assert_eq!(s.jobs[&job].run_count, 1);
         assert_eq!(s.statistics(ss), StatisticsJson::default());
+    }
+
+    #[test]
+    fn runner_names_are_taken_until_the_runner_goes_whatever_their_case() {
+        let mut s = state();
+        let ss = make_set(&mut s, "set", &["set"]);
+        let first = s.generate_jit(ss, "Runner-1").unwrap();
+        let taken = s.generate_jit(ss, "runner-1").unwrap_err();
+        assert_eq!(taken.status, 409);
+        assert_eq!(s.runner_named("RUNNER-1").map(|r| r.id), Some(first.runner.id));
+        s.remove_runner(first.runner.id).unwrap();
+        assert!(s.runner_named("runner-1").is_none());
+        assert!(
+            s.runner_start(&first.encoded_jit_config).is_err(),
+            "a removed runner's JIT config starts nothing"
+        );
+        let second = s.generate_jit(ss, "runner-1").unwrap();
+        // Tests remove registrations behind the fake's back; the name is free again.
+        s.runners.remove(&second.runner.id);
+        assert!(s.runner_named("runner-1").is_none());
+        let third = s.generate_jit(ss, "runner-1").unwrap();
+        assert_eq!(
+            s.runner_start(&third.encoded_jit_config).unwrap().runner_id,
+            third.runner.id
+        );
     }
 
     #[test]

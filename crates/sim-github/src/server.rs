@@ -825,10 +825,9 @@ fn actions_service(
         (Method::GET, ["_apis", "distributedtask", "pools", "0", "agents"]) => {
             let name = q("agentName").ok_or_else(|| ApiError::bad_request("agentName is required"))?;
             let found: Vec<RunnerJson> = st
-                .runners
-                .values()
-                .filter(|r| r.name.eq_ignore_ascii_case(&name))
+                .runner_named(&name)
                 .map(State::runner_json)
+                .into_iter()
                 .collect();
             Ok(json_resp(200, &List::of(found)))
         }

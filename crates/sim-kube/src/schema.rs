@@ -2,6 +2,11 @@
 //! unknown fields, defaulting, OpenAPI validation (types, required, enums, patterns, lengths,
 //! bounds, item counts) and CEL `x-kubernetes-validations`, including transition rules.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex, PoisonError},
+};
+
 use serde_json::{Map, Value, json};
 
 use crate::error::FieldError;
@@ -409,9 +414,34 @@ fn number(n: f64) -> String {
     }
 }
 
+/// CEL's standard environment, built once: building it took about a fifth of every rule's
+/// evaluation.
+static STANDARD: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
+/// Rules compiled so far, by source. The API server compiles a CRD's rules once, not on every
+/// write; compiling on every write made parsing a quarter of every rule's evaluation.
+static COMPILED: LazyLock<Mutex<HashMap<String, Arc<cel::Program>>>> = LazyLock::new(Default::default);
+
+/// The most rules [`COMPILED`] keeps.
+const COMPILED_LIMIT: usize = 4096;
+
+fn compiled(expr: &str) -> Result<Arc<cel::Program>, String> {
+    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(program) = compiled.get(expr) {
+        return Ok(Arc::clone(program));
+    }
+    let program = Arc::new(cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?);
+    if compiled.len() >= COMPILED_LIMIT {
+        // Only a server given thousands of distinct rules gets here; start over rather than grow.
+        compiled.clear();
+    }
+    compiled.insert(expr.to_owned(), Arc::clone(&program));
+    Ok(program)
+}
+
 fn run(expr: &str, this: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
-    let program = cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
-    let mut context = cel::Context::default();
+    let program = compiled(expr)?;
+    let mut context = cel::Context::with_env(Arc::clone(&STANDARD));
     context
         .add_variable("self", this.clone())
         .map_err(|e| e.to_string())?;
