@@ -165,6 +165,10 @@ async fn one_job_is_one_trace_from_offer_to_completion() {
         .await;
     }
     let spans = otlp.spans();
+    assert!(
+        spans.iter().all(|s| s.name != "reconciling object"),
+        "kube-runtime's reconcile spans stay home: ours carry the object and join the job's trace"
+    );
     let reconciles: Vec<_> = spans
         .iter()
         .filter(|s| s.service == "rssc-controller" && s.trace_id == job.trace_id && s.name == "reconcile")

@@ -31,20 +31,29 @@ pub fn filter(directives: &str) -> Result<EnvFilter, Error> {
     })
 }
 
+/// Whether a span or event goes out as a trace. Not:
+/// - what the exporter's own HTTP/2 and gRPC stack records, which would trace itself into its
+///   next export;
+/// - kube-runtime's spans: its `reconciling object` wraps each of our `reconcile` spans, which
+///   carry the same object and join the job's trace, while it stayed outside that trace, one
+///   trace of its own per reconcile (about three per runner) that told a person nothing.
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let exporter = ["h2", "tonic", "tower", "hyper", "reqwest", "opentelemetry"]
+        .iter()
+        .any(|t| target.starts_with(t));
+    let kube_runtime_span = meta.is_span() && target.starts_with("kube_runtime");
+    !exporter && !kube_runtime_span
+}
+
 /// Installs the global subscriber for a binary; with a `tracer`, spans are also exported as
 /// OpenTelemetry traces.
 pub fn init(args: &LogArgs, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> Result<(), Error> {
     let filter = filter(&args.log_level)?;
-    // The exporter's own HTTP/2 and gRPC stack must not trace itself into its next export.
-    let not_the_exporter = filter::filter_fn(|meta| {
-        !["h2", "tonic", "tower", "hyper", "reqwest", "opentelemetry"]
-            .iter()
-            .any(|t| meta.target().starts_with(t))
-    });
     let traces = tracer.map(|t| {
         tracing_opentelemetry::layer()
             .with_tracer(t)
-            .with_filter(not_the_exporter)
+            .with_filter(filter::filter_fn(exported))
     });
     let registry = tracing_subscriber::registry().with(filter).with(traces);
     let result = match args.log_format {
