@@ -74,6 +74,13 @@ pub type FieldSet = BTreeSet<FieldPath>;
 
 /// The leaf paths of an object (what a manager owns after setting it).
 pub fn leaves(obj: &Value, strategy: &Strategy<'_>) -> FieldSet {
+    leaves_under(obj, strategy, &|_| true)
+}
+
+/// The leaf paths of an object under the fields `include` takes: each top-level field but
+/// `metadata`, and metadata's labels, annotations, finalizers and owner references, named by
+/// their path (`["spec"]`, `["metadata", "labels"]`).
+fn leaves_under(obj: &Value, strategy: &Strategy<'_>, include: &dyn Fn(&[&str]) -> bool) -> FieldSet {
     let mut set = FieldSet::new();
     if let Some(map) = obj.as_object() {
         for (key, value) in map {
@@ -81,7 +88,9 @@ pub fn leaves(obj: &Value, strategy: &Strategy<'_>) -> FieldSet {
                 "apiVersion" | "kind" => {}
                 "metadata" => {
                     for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
-                        if let Some(v) = value.get(mk) {
+                        if let Some(v) = value.get(mk)
+                            && include(&["metadata", mk])
+                        {
                             walk(
                                 v,
                                 strategy,
@@ -92,17 +101,22 @@ pub fn leaves(obj: &Value, strategy: &Strategy<'_>) -> FieldSet {
                         }
                     }
                 }
-                _ => walk(
+                _ if include(&[key]) => walk(
                     value,
                     strategy,
                     &mut vec![key.clone()],
                     &mut vec![format!("f:{key}")],
                     &mut set,
                 ),
+                _ => {}
             }
         }
     }
     set
+}
+
+fn value_at<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |value, key| value.get(key))
 }
 
 fn item_key(item: &Value, keys: &[String]) -> String {
@@ -553,8 +567,11 @@ pub fn record_update(
     now: &str,
 ) {
     let mut entries = read_managed(old);
-    let old_leaves = leaves(old, strategy);
-    let new_leaves = leaves(new, strategy);
+    // A field equal in both holds no changed or removed leaf; walking only the others gives
+    // the same sets without walking, say, a whole Pod template on every status write.
+    let differs = |path: &[&str]| value_at(old, path) != value_at(new, path);
+    let old_leaves = leaves_under(old, strategy, &differs);
+    let new_leaves = leaves_under(new, strategy, &differs);
     let changed: FieldSet = new_leaves
         .iter()
         .filter(|p| get_path(old, p) != get_path(new, p))
@@ -726,5 +743,55 @@ mod tests {
         let m = read_managed(&new);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].manager, "b");
+    }
+
+    #[test]
+    fn an_update_takes_only_what_it_changed_and_drops_what_it_removed() {
+        let mut created = json!({
+            "metadata": {"labels": {"keep": "1", "drop": "1"}},
+            "spec": {"template": {"image": "x", "args": ["a"]}},
+            "status": {"phase": "Pending"},
+        });
+        record_update(
+            &json!({}),
+            &mut created,
+            "creator",
+            "v1",
+            "",
+            &Strategy::Builtin,
+            "t",
+        );
+        let mut updated = created.clone();
+        updated["status"]["phase"] = json!("Running");
+        updated["status"]["runnerId"] = json!(7);
+        updated["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("drop");
+        record_update(
+            &created,
+            &mut updated,
+            "writer",
+            "v1",
+            "",
+            &Strategy::Builtin,
+            "t",
+        );
+        let owned = |manager: &str| -> BTreeSet<String> {
+            read_managed(&updated)
+                .into_iter()
+                .find(|e| e.manager == manager)
+                .map(|e| e.fields.iter().map(|p| p.join(".")).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            owned("writer"),
+            BTreeSet::from(["f:status.f:phase".to_owned(), "f:status.f:runnerId".to_owned()])
+        );
+        let creator = owned("creator");
+        assert!(creator.contains("f:spec.f:template.f:image"), "{creator:?}");
+        assert!(creator.contains("f:metadata.f:labels.f:keep"), "{creator:?}");
+        assert!(!creator.contains("f:metadata.f:labels.f:drop"), "{creator:?}");
+        assert!(!creator.contains("f:status.f:phase"), "{creator:?}");
     }
 }
