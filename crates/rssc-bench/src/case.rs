@@ -14,7 +14,10 @@ use k8s_openapi::{
 };
 use kube::api::{ListParams, Patch, PatchParams};
 use rssc_api::v1alpha1::{AutoscaleSet, EphemeralRunner, RunnerSet};
-use rssc_e2e::{Harness, HarnessOptions, PAT, otlp::OtlpReceiver};
+use rssc_e2e::{
+    Harness, HarnessOptions, PAT,
+    otlp::{OtlpReceiver, Protocol},
+};
 use rssc_sandbox::{
     manifests, memory, observe, report,
     sandbox::{record_run, runner_of_job},
@@ -62,7 +65,8 @@ const FIELD_MANAGER: &str = "rssc-bench";
 /// Runs `case` once and returns its figures.
 pub async fn run_once(case: &Case, env: &Env) -> anyhow::Result<Figures> {
     let traces = OtlpReceiver::start().await;
-    let mut controller_env = traces.env();
+    // The binaries' default encoding, as a deployment that only sets the endpoint exports.
+    let mut controller_env = traces.env_for(Protocol::HttpProtobuf);
     controller_env.extend([
         ("RSSC_KUBE_QPS".to_owned(), env.client.qps.to_string()),
         ("RSSC_KUBE_BURST".to_owned(), env.client.burst.to_string()),
