@@ -6,6 +6,11 @@ use clap::Parser;
 use rssc_controller::app::{Args, run};
 use rssc_runtime::telemetry::Telemetry;
 
+/// jemalloc in the musl build: musl's malloc serialises every allocation on one lock.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
