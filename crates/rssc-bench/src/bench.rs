@@ -108,6 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             runner_concurrency: args.runner_concurrency,
             long_poll_window_s: LONG_POLL_WINDOW_S,
             controller_log_level: args.log_level.clone(),
+            bench_allocator: crate::BENCH_ALLOCATOR.into(),
         },
         cases: results,
     };

@@ -16,6 +16,18 @@ mod scale_sets;
 
 use std::process::ExitCode;
 
+/// The allocator of this process, which runs the simulated pieces: recorded with each run.
+const BENCH_ALLOCATOR: &str = if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "system"
+};
+
+/// jemalloc for the simulated pieces when built with the `jemalloc` feature (`scripts/bench`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser as _;
 
 fn main() -> ExitCode {

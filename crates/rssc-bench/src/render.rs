@@ -91,7 +91,7 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     let _ = writeln!(
         out,
         "| Binaries | {} profile{}; controller Kubernetes client {}, {} EphemeralRunner \
-         reconciles at once{}; fake GitHub long-poll window {} s |\n",
+         reconciles at once{}; fake GitHub long-poll window {} s{} |\n",
         s.profile,
         if s.build.is_empty() {
             String::new()
@@ -109,7 +109,12 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
             "" | "info" => String::new(),
             filter => format!(", controller log filter `{filter}`"),
         },
-        s.long_poll_window_s
+        s.long_poll_window_s,
+        // The simulated pieces share the CPU with the binaries, so their allocator matters.
+        match s.bench_allocator.as_str() {
+            "" | "system" => String::new(),
+            allocator => format!("; bench process (simulated pieces) allocating with {allocator}"),
+        },
     );
     let _ = writeln!(
         out,
@@ -689,6 +694,7 @@ mod tests {
                 runner_concurrency: 32,
                 long_poll_window_s: 2,
                 controller_log_level: "info".into(),
+                bench_allocator: "system".into(),
             },
             cases: vec![
                 case("burst-10", Kind::Burst, 1, 10, &[(keys::PODS_ALL_CREATED_S, 0.5)]),
@@ -773,6 +779,14 @@ mod tests {
             "{before}"
         );
         assert!(!now.contains("controller log filter `"), "{now}");
+        assert!(!now.contains("allocating with"), "{now}");
+        let mut jemalloc = run();
+        jemalloc.settings.bench_allocator = "jemalloc".into();
+        let page_jemalloc = page(&jemalloc, "x.json");
+        assert!(
+            page_jemalloc.contains("window 2 s; bench process (simulated pieces) allocating with jemalloc |"),
+            "{page_jemalloc}"
+        );
         assert!(
             now.contains("client QPS 500 / burst 1000, 32 EphemeralRunner"),
             "{now}"

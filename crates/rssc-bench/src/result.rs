@@ -39,6 +39,10 @@ pub struct Settings {
     /// The controller's log filter; empty in runs from before it was recorded (`info`).
     #[serde(default)]
     pub controller_log_level: String,
+    /// The bench process's allocator (`jemalloc` or `system`); empty in runs from before it
+    /// was recorded, which used the C library's.
+    #[serde(default)]
+    pub bench_allocator: String,
 }
 
 /// One scenario's runs.
