@@ -188,6 +188,8 @@ impl OtlpReceiver {
         let http_sink = sink.clone();
         let http_task = tokio::spawn(async move {
             while let Ok((stream, _)) = http.accept().await {
+                // Like a collector's Go server: no Nagle stall on the answers.
+                let _ = stream.set_nodelay(true);
                 let sink = http_sink.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {

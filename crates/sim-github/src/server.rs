@@ -365,6 +365,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<tok
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // As GitHub's front ends and Go servers do: no Nagle stall (up to 40 ms) on answers
+        // written in parts.
+        let _ = stream.set_nodelay(true);
         if shared.refuse.load(Ordering::SeqCst) {
             drop(stream);
             continue;

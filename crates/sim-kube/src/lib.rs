@@ -189,7 +189,13 @@ pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
 async fn accept_loop(listener: TcpListener, ctx: Arc<server::Ctx>) {
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // Go, the API server's language, turns Nagle's algorithm off on every TCP
+                // connection. With it on, an answer or watch event written while the previous
+                // one was unacknowledged waited for the client's delayed ACK (up to 40 ms).
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;

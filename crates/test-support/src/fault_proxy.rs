@@ -79,6 +79,8 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // A proxy adds no Nagle stall of its own (see the test server's accept loop).
+                let _ = stream.set_nodelay(true);
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
