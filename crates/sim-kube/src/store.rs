@@ -326,38 +326,120 @@ fn initial_status(rt: &ResourceType) -> Option<Value> {
 }
 
 /// The part of an object whose change bumps `generation`.
-fn generation_view(rt: &ResourceType, obj: &Value) -> Value {
+/// Whether a write from `a` to `b` leaves the generation as it is: everything but metadata
+/// (and status, for a custom resource with a status subresource) is unchanged, or the spec of a
+/// built-in resource. Compared in place, since these objects can be large (a runner's Pod
+/// template) and every write asks.
+fn same_generation(rt: &ResourceType, a: &Value, b: &Value) -> bool {
     if rt.custom {
-        let mut v = obj.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-            if rt.has_status {
-                m.remove("status");
-            }
-        }
-        v
+        let except: &[&str] = if rt.has_status {
+            &["metadata", "status"]
+        } else {
+            &["metadata"]
+        };
+        same_except(a, b, except)
     } else {
-        obj.get("spec").cloned().unwrap_or(Value::Null)
+        a.get("spec").unwrap_or(&Value::Null) == b.get("spec").unwrap_or(&Value::Null)
     }
 }
 
-/// The object without fields that change on every write, for no-op detection.
-fn comparable(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        for entry in m
-            .get_mut("managedFields")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(e) = entry.as_object_mut() {
-                e.remove("time");
+/// What a write to the status subresource stores: `old` with the requested status (none if the
+/// request has none) and the requested managed fields, if it names them. Built from the request
+/// when it agrees with `old` elsewhere, as a status write's request nearly always does, so the
+/// stored object (a runner's carries its Pod template) is not copied on every status write.
+fn status_write(old: &Value, mut requested: Value) -> Value {
+    if let (Some(old_map), Some(out)) = (old.as_object(), requested.as_object_mut())
+        && let Some(Value::Object(old_meta)) = old_map.get("metadata")
+        && out.get("metadata").is_some_and(Value::is_object)
+    {
+        // Every top-level field but status and metadata is the stored one.
+        out.retain(|k, _| k == "status" || k == "metadata" || old_map.contains_key(k));
+        for (k, v) in old_map {
+            if k != "status" && k != "metadata" && out.get(k) != Some(v) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        // Metadata is the stored one, with the requested managed fields when there are some.
+        let meta = meta_mut(&mut requested);
+        let requested_managed = meta.remove("managedFields");
+        if same_maps_except(meta, old_meta, &["managedFields"]) {
+            if let Some(managed) = requested_managed.or_else(|| old_meta.get("managedFields").cloned()) {
+                meta.insert("managedFields".into(), managed);
+            }
+        } else {
+            *meta = old_meta.clone();
+            if let Some(managed) = requested_managed {
+                meta.insert("managedFields".into(), managed);
+            }
+        }
+        return requested;
+    }
+    let mut out = old.clone();
+    match requested.get("status") {
+        Some(s) => out["status"] = s.clone(),
+        None => {
+            if let Some(m) = out.as_object_mut() {
+                m.remove("status");
             }
         }
     }
-    v
+    if let Some(mf) = requested["metadata"].get("managedFields") {
+        meta_mut(&mut out).insert("managedFields".into(), mf.clone());
+    }
+    out
+}
+
+/// Whether `a` and `b` are equal but for the top-level fields in `except` (equal outright when
+/// either is not an object).
+fn same_except(a: &Value, b: &Value, except: &[&str]) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => same_maps_except(a, b, except),
+        _ => a == b,
+    }
+}
+
+/// Whether two JSON objects are equal but for the keys in `except`, whatever their order.
+fn same_maps_except(
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+    except: &[&str],
+) -> bool {
+    let counted =
+        |map: &serde_json::Map<String, Value>| map.keys().filter(|k| !except.contains(&k.as_str())).count();
+    counted(a) == counted(b)
+        && a.iter()
+            .filter(|(k, _)| !except.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// Whether `a` and `b` differ at most in what changes on every write (the resourceVersion and
+/// the managed fields' times), for no-op detection.
+fn same_but_volatile(a: &Value, b: &Value) -> bool {
+    if !same_except(a, b, &["metadata"]) {
+        return false;
+    }
+    let (Some(ma), Some(mb)) = (a.get("metadata"), b.get("metadata")) else {
+        return a.get("metadata") == b.get("metadata");
+    };
+    if !(ma.is_object() && mb.is_object()) {
+        return ma == mb;
+    }
+    if !same_except(ma, mb, &["resourceVersion", "managedFields"]) {
+        return false;
+    }
+    match (ma.get("managedFields"), mb.get("managedFields")) {
+        (Some(Value::Array(fa)), Some(Value::Array(fb))) => {
+            fa.len() == fb.len()
+                && fa.iter().zip(fb).all(|(x, y)| {
+                    if x.is_object() && y.is_object() {
+                        same_except(x, y, &["time"])
+                    } else {
+                        x == y
+                    }
+                })
+        }
+        (x, y) => x == y,
+    }
 }
 
 fn strategy(rt: &ResourceType) -> Strategy<'_> {
@@ -824,7 +906,7 @@ impl Store {
         let mut new = self.merge_for_endpoint(rt, &old, requested, subresource);
         let mut warnings = Vec::new();
         self.validate_write(rt, Some(&old), &mut new, opts, &mut warnings)?;
-        if rt.tracks_generation && generation_view(rt, &old) != generation_view(rt, &new) {
+        if rt.tracks_generation && !same_generation(rt, &old, &new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
         }
@@ -851,7 +933,7 @@ impl Store {
                 );
             }
         }
-        if comparable(&new) == comparable(&old) {
+        if same_but_volatile(&new, &old) {
             return Ok(WriteResult {
                 object: Value::clone(&old),
                 warnings,
@@ -907,19 +989,7 @@ impl Store {
     /// Keeps what the endpoint may not change: identity, and spec vs status per subresource.
     fn merge_for_endpoint(&self, rt: &ResourceType, old: &Value, mut new: Value, subresource: &str) -> Value {
         if subresource == "status" {
-            let mut out = old.clone();
-            match new.get("status") {
-                Some(s) => out["status"] = s.clone(),
-                None => {
-                    if let Some(m) = out.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            if let Some(mf) = new["metadata"].get("managedFields") {
-                meta_mut(&mut out).insert("managedFields".into(), mf.clone());
-            }
-            return out;
+            return status_write(old, new);
         }
         if rt.has_status {
             match old.get("status") {
@@ -1562,6 +1632,125 @@ mod tests {
         assert!(immutable_fields(&rt("deployments"), &old, &old).is_empty());
     }
 
+    /// The plain form of [`status_write`]: a copy of the stored object with the requested status
+    /// and managed fields.
+    fn status_write_plainly(old: &Value, requested: &Value) -> Value {
+        let mut out = old.clone();
+        match requested.get("status") {
+            Some(s) => out["status"] = s.clone(),
+            None => {
+                out.as_object_mut().unwrap().remove("status");
+            }
+        }
+        if let Some(mf) = requested["metadata"].get("managedFields") {
+            meta_mut(&mut out).insert("managedFields".into(), mf.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn a_status_write_keeps_everything_but_the_status_and_managed_fields() {
+        let old = json!({
+            "apiVersion": "v1", "kind": "Thing",
+            "metadata": {"name": "a", "labels": {"x": "1"}, "resourceVersion": "7",
+                         "managedFields": [{"manager": "m", "operation": "Update"}]},
+            "spec": {"template": {"containers": [{"name": "c", "image": "i"}]}},
+            "status": {"phase": "Pending"}
+        });
+        let requests = [
+            // The usual one: a patch of the status.
+            |r: &mut Value| r["status"]["phase"] = json!("Running"),
+            // Everything else it asks for is not taken.
+            |r: &mut Value| {
+                r["spec"]["template"] = json!({});
+                r["metadata"]["labels"]["x"] = json!("2");
+                r["extra"] = json!(true);
+            },
+            |r: &mut Value| {
+                r.as_object_mut().unwrap().remove("spec");
+                r["metadata"].as_object_mut().unwrap().remove("name");
+            },
+            |r: &mut Value| {
+                r.as_object_mut().unwrap().remove("status");
+            },
+            // Without managed fields, the stored ones stay; with other ones, they are taken.
+            |r: &mut Value| {
+                r["metadata"].as_object_mut().unwrap().remove("managedFields");
+            },
+            |r: &mut Value| r["metadata"]["managedFields"] = json!([{"manager": "n"}]),
+            // Not the usual shape: the plain form's answer.
+            |r: &mut Value| r["metadata"] = json!("odd"),
+            |r: &mut Value| *r = json!({"status": {"phase": "Failed"}}),
+        ];
+        for (i, change) in requests.iter().enumerate() {
+            let mut requested = old.clone();
+            change(&mut requested);
+            assert_eq!(
+                status_write(&old, requested.clone()),
+                status_write_plainly(&old, &requested),
+                "request {i}"
+            );
+        }
+        let mut bare = old.clone();
+        bare["metadata"].as_object_mut().unwrap().remove("managedFields");
+        let mut requested = bare.clone();
+        requested["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        requested["status"] = json!({"phase": "Running"});
+        assert_eq!(
+            status_write(&bare, requested.clone()),
+            status_write_plainly(&bare, &requested)
+        );
+    }
+
+    #[test]
+    fn a_write_is_a_no_op_when_only_the_version_and_managed_times_differ() {
+        let a = json!({
+            "metadata": {"name": "a", "resourceVersion": "1",
+                         "managedFields": [{"manager": "m", "time": "2026-01-01T00:00:00Z"}]},
+            "spec": {"x": 1}
+        });
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        b["metadata"]["managedFields"][0]["time"] = json!("2026-01-02T00:00:00Z");
+        assert!(same_but_volatile(&a, &b));
+        let mut c = b.clone();
+        c["metadata"]["managedFields"][0]["manager"] = json!("n");
+        assert!(!same_but_volatile(&a, &c));
+        let mut d = b.clone();
+        d["metadata"]["labels"] = json!({"x": "1"});
+        assert!(!same_but_volatile(&a, &d));
+        let mut e = b.clone();
+        e["spec"]["x"] = json!(2);
+        assert!(!same_but_volatile(&a, &e));
+        let mut f = b;
+        f["metadata"]["managedFields"] = json!([]);
+        assert!(!same_but_volatile(&a, &f));
+    }
+
+    #[test]
+    fn a_custom_resource_s_generation_follows_everything_but_metadata_and_status() {
+        let mut custom = rt("deployments");
+        custom.custom = true;
+        custom.has_status = true;
+        let a = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"y": 1}});
+        let mut b = a.clone();
+        b["metadata"]["labels"] = json!({"x": "1"});
+        b["status"]["y"] = json!(2);
+        assert!(same_generation(&custom, &a, &b));
+        b["data"] = json!(1);
+        assert!(!same_generation(&custom, &a, &b), "a field beside spec counts");
+        custom.has_status = false;
+        let mut c = a.clone();
+        c["status"]["y"] = json!(2);
+        assert!(
+            !same_generation(&custom, &a, &c),
+            "without a status subresource, status is data"
+        );
+    }
+
     #[test]
     fn generation_ignores_metadata_and_status() {
         let deployments = rt("deployments");
@@ -1570,15 +1759,9 @@ mod tests {
         let mut b = a.clone();
         b["metadata"]["labels"]["x"] = json!("2");
         b["status"]["replicas"] = json!(1);
-        assert_eq!(
-            generation_view(&deployments, &a),
-            generation_view(&deployments, &b)
-        );
+        assert!(same_generation(&deployments, &a, &b));
         b["spec"]["replicas"] = json!(2);
-        assert_ne!(
-            generation_view(&deployments, &a),
-            generation_view(&deployments, &b)
-        );
+        assert!(!same_generation(&deployments, &a, &b));
     }
 
     #[test]
