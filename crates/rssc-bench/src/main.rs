@@ -16,6 +16,8 @@ mod scale_sets;
 
 use std::process::ExitCode;
 
+use clap::Parser as _;
+
 /// The allocator of this process, which runs the simulated pieces: recorded with each run.
 const BENCH_ALLOCATOR: &str = if cfg!(feature = "jemalloc") {
     "jemalloc"
@@ -27,8 +29,6 @@ const BENCH_ALLOCATOR: &str = if cfg!(feature = "jemalloc") {
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
