@@ -1,7 +1,7 @@
 //! Server-side apply: field sets in the `FieldsV1` shape, per-manager ownership, conflicts,
 //! merging an applied configuration and removing fields a manager stopped applying.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -82,37 +82,63 @@ pub fn leaves(obj: &Value, strategy: &Strategy<'_>) -> FieldSet {
 /// their path (`["spec"]`, `["metadata", "labels"]`).
 fn leaves_under(obj: &Value, strategy: &Strategy<'_>, include: &dyn Fn(&[&str]) -> bool) -> FieldSet {
     let mut set = FieldSet::new();
-    if let Some(map) = obj.as_object() {
-        for (key, value) in map {
-            match key.as_str() {
-                "apiVersion" | "kind" => {}
-                "metadata" => {
-                    for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
-                        if let Some(v) = value.get(mk)
-                            && include(&["metadata", mk])
-                        {
-                            walk(
-                                v,
-                                strategy,
-                                &mut vec!["metadata".into(), mk.into()],
-                                &mut vec!["f:metadata".into(), format!("f:{mk}")],
-                                &mut set,
-                            );
-                        }
+    for_each_leaf(obj, strategy, include, &mut |path, _| {
+        set.insert(path.clone());
+    });
+    set
+}
+
+/// Each leaf path under the fields `include` takes (as `leaves_under`), with the value there;
+/// where two list items share a key, the first one's.
+fn leaf_values_under<'a>(
+    obj: &'a Value,
+    strategy: &Strategy<'_>,
+    include: &dyn Fn(&[&str]) -> bool,
+) -> BTreeMap<FieldPath, &'a Value> {
+    let mut leaves = BTreeMap::new();
+    for_each_leaf(obj, strategy, include, &mut |path, value| {
+        leaves.entry(path.clone()).or_insert(value);
+    });
+    leaves
+}
+
+fn for_each_leaf<'a>(
+    obj: &'a Value,
+    strategy: &Strategy<'_>,
+    include: &dyn Fn(&[&str]) -> bool,
+    visit: &mut dyn FnMut(&FieldPath, &'a Value),
+) {
+    let Some(map) = obj.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        match key.as_str() {
+            "apiVersion" | "kind" => {}
+            "metadata" => {
+                for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                    if let Some(v) = value.get(mk)
+                        && include(&["metadata", mk])
+                    {
+                        walk(
+                            v,
+                            strategy,
+                            &mut vec!["metadata".into(), mk.into()],
+                            &mut vec!["f:metadata".into(), format!("f:{mk}")],
+                            visit,
+                        );
                     }
                 }
-                _ if include(&[key]) => walk(
-                    value,
-                    strategy,
-                    &mut vec![key.clone()],
-                    &mut vec![format!("f:{key}")],
-                    &mut set,
-                ),
-                _ => {}
             }
+            _ if include(&[key]) => walk(
+                value,
+                strategy,
+                &mut vec![key.clone()],
+                &mut vec![format!("f:{key}")],
+                visit,
+            ),
+            _ => {}
         }
     }
-    set
 }
 
 fn value_at<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -129,19 +155,19 @@ fn item_key(item: &Value, keys: &[String]) -> String {
     format!("k:{}", Value::Object(m))
 }
 
-fn walk(
-    value: &Value,
+fn walk<'a>(
+    value: &'a Value,
     strategy: &Strategy<'_>,
     names: &mut Vec<String>,
     path: &mut FieldPath,
-    set: &mut FieldSet,
+    visit: &mut dyn FnMut(&FieldPath, &'a Value),
 ) {
     match value {
         Value::Object(map) if !map.is_empty() && !strategy.is_atomic_map(names) => {
             for (k, v) in map {
                 names.push(k.clone());
                 path.push(format!("f:{k}"));
-                walk(v, strategy, names, path, set);
+                walk(v, strategy, names, path, visit);
                 path.pop();
                 names.pop();
             }
@@ -150,29 +176,25 @@ fn walk(
             let field = names.last().cloned().unwrap_or_default();
             let parent = &names[..names.len().saturating_sub(1)];
             match strategy.list_kind(parent, &field) {
-                ListKind::Atomic => {
-                    set.insert(path.clone());
-                }
+                ListKind::Atomic => visit(path, value),
                 ListKind::Set => {
                     for item in items {
-                        let mut p = path.clone();
-                        p.push(format!("v:{item}"));
-                        set.insert(p);
+                        path.push(format!("v:{item}"));
+                        visit(path, item);
+                        path.pop();
                     }
                 }
                 ListKind::Map(keys) => {
                     for item in items {
                         path.push(item_key(item, &keys));
-                        set.insert(path.clone());
-                        walk(item, strategy, names, path, set);
+                        visit(path, item);
+                        walk(item, strategy, names, path, visit);
                         path.pop();
                     }
                 }
             }
         }
-        _ => {
-            set.insert(path.clone());
-        }
+        _ => visit(path, value),
     }
 }
 
@@ -341,41 +363,53 @@ pub struct ManagerEntry {
 
 /// Reads `metadata.managedFields`.
 pub fn read_managed(obj: &Value) -> Vec<ManagerEntry> {
+    managed_list(obj).iter().map(read_entry).collect()
+}
+
+/// The raw entries of `metadata.managedFields` (none when absent).
+fn managed_list(obj: &Value) -> &[Value] {
     obj["metadata"]["managedFields"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| ManagerEntry {
-            manager: e["manager"].as_str().unwrap_or_default().to_owned(),
-            operation: e["operation"].as_str().unwrap_or_default().to_owned(),
-            api_version: e["apiVersion"].as_str().unwrap_or_default().to_owned(),
-            time: e["time"].as_str().unwrap_or_default().to_owned(),
-            subresource: e["subresource"].as_str().unwrap_or_default().to_owned(),
-            fields: from_fields_v1(&e["fieldsV1"]),
-        })
-        .collect()
+        .map_or(&[], Vec::as_slice)
+}
+
+fn read_entry(e: &Value) -> ManagerEntry {
+    ManagerEntry {
+        manager: e["manager"].as_str().unwrap_or_default().to_owned(),
+        operation: e["operation"].as_str().unwrap_or_default().to_owned(),
+        api_version: e["apiVersion"].as_str().unwrap_or_default().to_owned(),
+        time: e["time"].as_str().unwrap_or_default().to_owned(),
+        subresource: e["subresource"].as_str().unwrap_or_default().to_owned(),
+        fields: from_fields_v1(&e["fieldsV1"]),
+    }
+}
+
+fn render_entry(e: &ManagerEntry) -> Value {
+    let mut v = json!({
+        "manager": e.manager,
+        "operation": e.operation,
+        "apiVersion": e.api_version,
+        "time": e.time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&e.fields),
+    });
+    if !e.subresource.is_empty() {
+        v["subresource"] = json!(e.subresource);
+    }
+    v
 }
 
 /// Writes `metadata.managedFields`, dropping entries that own nothing.
 pub fn write_managed(obj: &mut Value, entries: &[ManagerEntry]) {
-    let list: Vec<Value> = entries
+    let list = entries
         .iter()
         .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            let mut v = json!({
-                "manager": e.manager,
-                "operation": e.operation,
-                "apiVersion": e.api_version,
-                "time": e.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": to_fields_v1(&e.fields),
-            });
-            if !e.subresource.is_empty() {
-                v["subresource"] = json!(e.subresource);
-            }
-            v
-        })
+        .map(render_entry)
         .collect();
+    set_managed(obj, list);
+}
+
+fn set_managed(obj: &mut Value, list: Vec<Value>) {
     let meta = crate::util::meta_mut(obj);
     if list.is_empty() {
         meta.remove("managedFields");
@@ -387,31 +421,37 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagerEntry]) {
 /// Renders a field set as a `FieldsV1` tree.
 pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
+    // The set is sorted, so an owned path comes before the paths under it: a node that is
+    // already there and still empty when a longer path passes through was owned itself, and
+    // gets the "." marker.
     for path in set {
         let mut node = &mut root;
-        for step in path {
-            node = node
-                .entry(step.clone())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("tree nodes are objects");
-        }
-    }
-    // Paths that have children and are owned themselves get a "." marker.
-    fn mark(node: &mut Map<String, Value>, prefix: &mut Vec<String>, set: &FieldSet) {
-        for (key, child) in node.iter_mut() {
-            prefix.push(key.clone());
-            if let Some(child_map) = child.as_object_mut() {
-                if !child_map.is_empty() && set.contains(prefix) {
-                    child_map.insert(".".to_owned(), json!({}));
+        for (i, step) in path.iter().enumerate() {
+            let child = match node.entry(step.as_str()) {
+                serde_json::map::Entry::Occupied(o) => {
+                    let child = o.into_mut();
+                    if i + 1 < path.len() && child.as_object().is_some_and(Map::is_empty) {
+                        child["."] = json!({});
+                    }
+                    child
                 }
-                mark(child_map, prefix, set);
-            }
-            prefix.pop();
+                serde_json::map::Entry::Vacant(v) => v.insert(Value::Object(Map::new())),
+            };
+            node = child.as_object_mut().expect("tree nodes are objects");
         }
     }
-    mark(&mut root, &mut Vec::new(), set);
     Value::Object(root)
+}
+
+/// The node of a `FieldsV1` tree at a field path, if the tree has one.
+fn fields_v1_node<'a>(tree: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(tree, |node, step| node.get(step))
+}
+
+/// Whether the field set a `FieldsV1` tree holds contains `path`.
+fn fields_v1_contains(tree: &Value, path: &[String]) -> bool {
+    fields_v1_node(tree, path)
+        .is_some_and(|n| n.as_object().is_none_or(|m| m.is_empty() || m.contains_key(".")))
 }
 
 /// Reads a `FieldsV1` tree into a field set.
@@ -566,44 +606,67 @@ pub fn record_update(
     strategy: &Strategy<'_>,
     now: &str,
 ) {
-    let mut entries = read_managed(old);
     // A field equal in both holds no changed or removed leaf; walking only the others gives
     // the same sets without walking, say, a whole Pod template on every status write.
     let differs = |path: &[&str]| value_at(old, path) != value_at(new, path);
-    let old_leaves = leaves_under(old, strategy, &differs);
-    let new_leaves = leaves_under(new, strategy, &differs);
+    let old_leaves = leaf_values_under(old, strategy, &differs);
+    let new_leaves = leaf_values_under(new, strategy, &differs);
     let changed: FieldSet = new_leaves
         .iter()
-        .filter(|p| get_path(old, p) != get_path(new, p))
-        .cloned()
+        .filter(|(path, value)| old_leaves.get(*path) != Some(*value))
+        .map(|(path, _)| path.clone())
         .collect();
-    let removed: FieldSet = old_leaves.difference(&new_leaves).cloned().collect();
-    if changed.is_empty() && removed.is_empty() {
-        write_managed(new, &entries);
-        return;
-    }
-    for entry in &mut entries {
-        entry
-            .fields
-            .retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
-    }
-    let is_mine =
-        |e: &ManagerEntry| e.manager == manager && e.operation == "Update" && e.subresource == subresource;
-    match entries.iter_mut().find(|e| is_mine(e)) {
-        Some(e) => {
-            e.fields.extend(changed);
-            e.time = now.to_owned();
+    let removed: Vec<&FieldPath> = old_leaves
+        .keys()
+        .filter(|path| !new_leaves.contains_key(*path))
+        .collect();
+    let is_mine = |e: &Value| {
+        e["manager"].as_str().unwrap_or_default() == manager
+            && e["operation"].as_str().unwrap_or_default() == "Update"
+            && e["subresource"].as_str().unwrap_or_default() == subresource
+    };
+    let mut list = Vec::new();
+    let mut mine_seen = false;
+    for raw in managed_list(old) {
+        let mine = !mine_seen && is_mine(raw);
+        // Only entries that own a changed or removed field, and the writer's own, change;
+        // the others (a creator's whole Pod spec, say) are kept as they are.
+        let tree = &raw["fieldsV1"];
+        let touched = tree.as_object().is_none_or(Map::is_empty)
+            || changed.iter().any(|p| fields_v1_contains(tree, p))
+            || removed.iter().any(|r| fields_v1_node(tree, r).is_some());
+        if !mine && !touched {
+            list.push(raw.clone());
+            continue;
         }
-        None => entries.push(ManagerEntry {
+        let mut entry = read_entry(raw);
+        if touched {
+            entry
+                .fields
+                .retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
+        }
+        if mine {
+            mine_seen = true;
+            if !changed.is_empty() || !removed.is_empty() {
+                entry.fields.extend(changed.iter().cloned());
+                entry.time = now.to_owned();
+            }
+        }
+        if !entry.fields.is_empty() {
+            list.push(render_entry(&entry));
+        }
+    }
+    if !mine_seen && !changed.is_empty() {
+        list.push(render_entry(&ManagerEntry {
             manager: manager.to_owned(),
             operation: "Update".to_owned(),
             api_version: api_version.to_owned(),
             time: now.to_owned(),
             subresource: subresource.to_owned(),
             fields: changed,
-        }),
+        }));
     }
-    write_managed(new, &entries);
+    set_managed(new, list);
 }
 
 #[cfg(test)]
@@ -793,5 +856,237 @@ mod tests {
         assert!(creator.contains("f:metadata.f:labels.f:keep"), "{creator:?}");
         assert!(!creator.contains("f:metadata.f:labels.f:drop"), "{creator:?}");
         assert!(!creator.contains("f:status.f:phase"), "{creator:?}");
+    }
+
+    /// The record of an update as first written: every entry read, changed and rendered
+    /// again, the changed fields found by looking each leaf up from the root. The reference
+    /// for `record_update`, which leaves entries it does not touch as they are.
+    fn record_update_plainly(
+        old: &Value,
+        new: &mut Value,
+        manager: &str,
+        subresource: &str,
+        strategy: &Strategy<'_>,
+    ) {
+        let mut entries = read_managed(old);
+        let differs = |path: &[&str]| value_at(old, path) != value_at(new, path);
+        let old_leaves = leaves_under(old, strategy, &differs);
+        let new_leaves = leaves_under(new, strategy, &differs);
+        let changed: FieldSet = new_leaves
+            .iter()
+            .filter(|p| get_path(old, p) != get_path(new, p))
+            .cloned()
+            .collect();
+        let removed: FieldSet = old_leaves.difference(&new_leaves).cloned().collect();
+        if changed.is_empty() && removed.is_empty() {
+            write_managed(new, &entries);
+            return;
+        }
+        for entry in &mut entries {
+            entry
+                .fields
+                .retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
+        }
+        let is_mine = |e: &ManagerEntry| {
+            e.manager == manager && e.operation == "Update" && e.subresource == subresource
+        };
+        match entries.iter_mut().find(|e| is_mine(e)) {
+            Some(e) => {
+                e.fields.extend(changed);
+                e.time = "t2".to_owned();
+            }
+            None => entries.push(ManagerEntry {
+                manager: manager.to_owned(),
+                operation: "Update".to_owned(),
+                api_version: "v1".to_owned(),
+                time: "t2".to_owned(),
+                subresource: subresource.to_owned(),
+                fields: changed,
+            }),
+        }
+        write_managed(new, &entries);
+    }
+
+    /// `to_fields_v1` as first written: the tree first, then a lookup per node for the "."
+    /// markers.
+    fn to_fields_v1_plainly(set: &FieldSet) -> Value {
+        let mut root = Map::new();
+        for path in set {
+            let mut node = &mut root;
+            for step in path {
+                node = node
+                    .entry(step.clone())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .unwrap();
+            }
+        }
+        fn mark(node: &mut Map<String, Value>, prefix: &mut Vec<String>, set: &FieldSet) {
+            for (key, child) in node.iter_mut() {
+                prefix.push(key.clone());
+                if let Some(child_map) = child.as_object_mut() {
+                    if !child_map.is_empty() && set.contains(prefix) {
+                        child_map.insert(".".to_owned(), json!({}));
+                    }
+                    mark(child_map, prefix, set);
+                }
+                prefix.pop();
+            }
+        }
+        mark(&mut root, &mut Vec::new(), set);
+        Value::Object(root)
+    }
+
+    type Change = fn(&mut Value);
+
+    /// Writes in turn by different managers, on the main resource and on `status`, that
+    /// change, add and remove fields, keyed items, set members and whole subtrees.
+    fn pod_writes() -> Vec<(&'static str, &'static str, Change)> {
+        vec![
+            ("kubelet", "status", |o| {
+                o["status"] = json!({"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "False"}, {"type": "Scheduled", "status": "True"}]});
+            }),
+            ("ctl", "", |o| {
+                o["metadata"]["labels"]["added"] = json!("1");
+                o["metadata"]["labels"].as_object_mut().unwrap().remove("drop");
+                o["spec"]["containers"][0]["image"] = json!("runner:2");
+                o["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "B", "value": "2"}));
+            }),
+            ("kubelet", "status", |o| {
+                o["status"]["conditions"][0]["status"] = json!("True")
+            }),
+            ("creator", "", |o| {
+                o["spec"]["containers"].as_array_mut().unwrap().remove(1);
+                o["metadata"]["finalizers"] = json!(["a"]);
+            }),
+            ("ctl", "", |o| {
+                o["spec"]["nodeSelector"] = json!("not an object any more")
+            }),
+            ("ctl", "", |_| {}),
+            ("other", "", |o| o["metadata"]["labels"] = json!({})),
+            ("kubelet", "status", |o| {
+                o["status"].as_object_mut().unwrap().remove("conditions");
+            }),
+            ("ctl", "", |o| {
+                o["metadata"]["annotations"] = json!({"a": "1"});
+                o["spec"]["containers"][0]["env"] = json!([
+                    {"name": "A", "value": "1"}, {"name": "A", "value": "dup"}]);
+            }),
+            ("creator", "", |o| {
+                o["spec"]
+                    .as_object_mut()
+                    .unwrap()
+                    .retain(|k, _| k == "containers");
+            }),
+        ]
+    }
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"keep": "1", "drop": "1"}, "finalizers": ["a", "b"],
+                "ownerReferences": [{"uid": "u1", "kind": "EphemeralRunner", "name": "r"}]},
+            "spec": {
+                "containers": [
+                    {"name": "runner", "image": "runner:1", "args": ["run"],
+                     "env": [{"name": "A", "value": "1"}]},
+                    {"name": "sidecar", "image": "s:1"},
+                ],
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "nodeSelector": {"zone": "a"},
+                "volumes": [],
+                "securityContext": {},
+            },
+            "status": {"phase": "Pending"},
+        })
+    }
+
+    #[test]
+    fn an_update_records_what_the_plain_form_records() {
+        let check = |start: Value, writes: Vec<(&str, &str, Change)>, strategy: &Strategy<'_>| {
+            let mut live = start;
+            record_update(&json!({}), &mut live, "creator", "v1", "", strategy, "t1");
+            let mut plain = live.clone();
+            record_update_plainly(&json!({}), &mut plain, "creator", "", strategy);
+            plain["metadata"]["managedFields"][0]["time"] = json!("t1");
+            assert_eq!(live, plain, "create");
+            for (i, (manager, sub, change)) in writes.into_iter().enumerate() {
+                let mut fast = live.clone();
+                change(&mut fast);
+                let mut plain = fast.clone();
+                record_update(&live, &mut fast, manager, "v1", sub, strategy, "t2");
+                record_update_plainly(&live, &mut plain, manager, sub, strategy);
+                assert_eq!(fast, plain, "write {i} by {manager}");
+                live = fast;
+            }
+            assert!(!read_managed(&live).is_empty());
+        };
+        check(pod(), pod_writes(), &Strategy::Builtin);
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "labels": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "selector": {"type": "object", "x-kubernetes-map-type": "atomic"}}}}});
+        let runner = json!({"metadata": {"name": "r"}, "spec": {
+            "labels": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}],
+            "tags": ["x", "y"], "selector": {"k": "v"}}});
+        let runner_writes: Vec<(&str, &str, Change)> = vec![
+            ("ctl", "status", |o| {
+                o["status"] = json!({"phase": "Running", "runnerId": 7})
+            }),
+            ("ctl", "", |o| {
+                o["spec"]["labels"][1]["value"] = json!("3");
+                o["spec"]["tags"] = json!(["y", "z"]);
+                o["spec"]["selector"]["k"] = json!("w");
+            }),
+            ("listener", "status", |o| o["status"]["jobId"] = json!("j")),
+            ("ctl", "", |o| {
+                o["spec"]["labels"].as_array_mut().unwrap().remove(0);
+            }),
+        ];
+        check(runner, runner_writes, &Strategy::Schema(&schema));
+    }
+
+    #[test]
+    fn entries_that_own_nothing_are_dropped() {
+        let mut old = json!({"data": {"x": "1"}});
+        record_update(&json!({}), &mut old, "a", "v1", "", &Strategy::Builtin, "t");
+        old["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"manager": "empty", "operation": "Update", "fieldsType": "FieldsV1"}));
+        let mut new = old.clone();
+        new["data"]["y"] = json!("2");
+        record_update(&old, &mut new, "b", "v1", "", &Strategy::Builtin, "t");
+        let managers: Vec<String> = read_managed(&new).into_iter().map(|e| e.manager).collect();
+        assert_eq!(managers, ["a", "b"]);
+    }
+
+    #[test]
+    fn fields_v1_trees_match_the_plain_rendering() {
+        let mut sets = vec![leaves(&pod(), &Strategy::Builtin)];
+        let mut nested = FieldSet::new();
+        for path in [
+            &["f:a"][..],
+            &["f:a", "f:b"],
+            &["f:a", "f:b", "f:c"],
+            &["f:a", "f:d"],
+            &["f:e"],
+        ] {
+            nested.insert(path.iter().map(|s| s.to_string()).collect());
+        }
+        sets.push(nested);
+        for set in sets {
+            let tree = to_fields_v1(&set);
+            assert_eq!(tree, to_fields_v1_plainly(&set));
+            assert_eq!(from_fields_v1(&tree), set);
+            for path in &set {
+                assert!(fields_v1_contains(&tree, path), "{path:?}");
+            }
+        }
     }
 }
