@@ -57,6 +57,9 @@ const STARTUP: Duration = Duration::from_secs(180);
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// How often the run's progress is checked.
 const POLL: Duration = Duration::from_millis(200);
+/// How long after the last EphemeralRunner is gone the controller's resident memory is read
+/// again in the largest burst: longer than the 10 s in which its allocator returns freed pages.
+pub const SETTLED_AFTER: Duration = Duration::from_secs(15);
 /// How long to wait for the last spans (the binaries export every 200 ms).
 const SPAN_FLUSH: Duration = Duration::from_secs(10);
 /// The field manager of what the bench applies.
@@ -187,6 +190,7 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         tokio::time::sleep(POLL).await;
     }
     let elapsed = started.elapsed();
+    let finished_at = Instant::now();
     queueing.iter().for_each(tokio::task::JoinHandle::abort);
     let cpu_ms = match (cpu_before, h.controller_pid().and_then(cpu::ticks)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1000.0 / cpu::ticks_per_second() as f64),
@@ -261,6 +265,17 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
                 figures::add_limit(&mut f, total, seconds, &acquired);
             }
             Err(err) => eprintln!("rssc-bench: {}: the limit measurement failed: {err:#}", case.name),
+        }
+        if !timed_out {
+            // A measurement window, not a wait for a condition: what the controller keeps
+            // once a burst has passed.
+            tokio::time::sleep_until((finished_at + SETTLED_AFTER).into()).await;
+            if let Some(usage) = h.controller_pid().and_then(memory::read) {
+                f.insert(
+                    figures::keys::CONTROLLER_SETTLED_MIB.into(),
+                    figures::round(usage.rss_kib as f64 / 1024.0, 1),
+                );
+            }
         }
     }
     Ok(f)

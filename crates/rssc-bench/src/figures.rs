@@ -46,6 +46,9 @@ pub mod keys {
     pub const LISTENER_PEAK_MIB: &str = "listener_rss_peak_mib";
     /// Controller peak resident set over the run, MiB.
     pub const CONTROLLER_PEAK_MIB: &str = "controller_rss_peak_mib";
+    /// Controller resident set a while after the last EphemeralRunner was gone (largest burst
+    /// only), MiB.
+    pub const CONTROLLER_SETTLED_MIB: &str = "controller_rss_settled_mib";
     /// Controller CPU time (user + system) per EphemeralRunner, ms.
     pub const CONTROLLER_CPU_MS_PER_RUNNER: &str = "controller_cpu_ms_per_runner";
     /// Jobs completed per second, first job queued → last job finished.

@@ -300,6 +300,17 @@ fn targets(out: &mut String, run: &BenchResult) {
         num(v, " MiB"),
         Goal::AtMost(64.0).verdict(v),
     );
+    let v = get(keys::CONTROLLER_SETTLED_MIB);
+    row(
+        format!(
+            "Controller resident memory {} s after the last runner was gone",
+            crate::case::SETTLED_AFTER.as_secs()
+        ),
+        "–",
+        "–",
+        num(v, " MiB"),
+        Goal::None.verdict(v),
+    );
     let drain = drain_case(run);
     let v = drain.and_then(|d| d.median.get(keys::JOBS_PER_SECOND).copied());
     row(
@@ -708,6 +719,8 @@ mod tests {
                         (keys::ACQUIRED_TO_POD_P50, 80.0),
                         (keys::ACQUIRED_TO_POD_P99, 900.0),
                         (keys::KUBE_WRITES_PER_RUNNER, 5.5),
+                        (keys::CONTROLLER_PEAK_MIB, 40.5),
+                        (keys::CONTROLLER_SETTLED_MIB, 20.25),
                         ("span.pod.create.count", 1000.0),
                         ("span.pod.create.p50_ms", 4.0),
                         ("github.POST /x/generatejitconfig", 1.0),
@@ -759,6 +772,13 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("| ≤ 6 | 5.5 | met |"), "{page}");
+        assert!(
+            page.contains(
+                "| Controller resident memory with 1000 runners (peak) | – | ≤ 64 MiB | 40.5 MiB | met |\n\
+                 | Controller resident memory 15 s after the last runner was gone | – | – | 20.25 MiB | – |"
+            ),
+            "{page}"
+        );
         assert!(page.contains("| ≤ 1 s | – | not measured |"), "{page}");
     }
 
