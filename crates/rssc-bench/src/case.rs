@@ -58,7 +58,7 @@ const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// How often the run's progress is checked.
 const POLL: Duration = Duration::from_millis(200);
 /// How long after the last EphemeralRunner is gone the controller's resident memory is read
-/// again in the largest burst: longer than the 10 s in which its allocator returns freed pages.
+/// again in the largest burst: longer than jemalloc's default ten-second decay of freed pages.
 pub const SETTLED_AFTER: Duration = Duration::from_secs(15);
 /// How long to wait for the last spans (the binaries export every 200 ms).
 const SPAN_FLUSH: Duration = Duration::from_secs(10);
