@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, LazyLock, Mutex, PoisonError},
 };
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use crate::error::FieldError;
@@ -106,23 +107,41 @@ pub fn apply_defaults(value: &mut Value, schema: &Value) {
 /// on updates, for transition rules. Returns one error per violation.
 pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    // Root rules see only metadata.name and metadata.generateName.
-    let cel_view = |o: &Value| {
-        let mut v = o.clone();
-        let meta = &o["metadata"];
-        let mut m = Map::new();
+    check(obj, old, schema, "", true, &mut errors);
+    errors
+}
+
+/// An object as its root rules see it: metadata cut down to `name` and `generateName`.
+/// Serialized from the object in place: a copy of a runner, Pod template and all, on every
+/// write cost more than the rule.
+struct RootView<'a>(&'a Value);
+
+impl Serialize for RootView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(object) = self.0.as_object() else {
+            return self.0.serialize(serializer);
+        };
+        let meta = &self.0["metadata"];
+        let mut shown = Map::new();
         for key in ["name", "generateName"] {
-            if let Some(s) = meta.get(key) {
-                m.insert(key.to_owned(), s.clone());
+            if let Some(value) = meta.get(key) {
+                shown.insert(key.to_owned(), value.clone());
             }
         }
-        v["metadata"] = Value::Object(m);
-        v
-    };
-    let root = cel_view(obj);
-    let old_root = old.map(cel_view);
-    check(&root, old_root.as_ref(), schema, "", true, &mut errors);
-    errors
+        let with_meta = object.contains_key("metadata");
+        let mut map = serializer.serialize_map(Some(object.len() + usize::from(!with_meta)))?;
+        if !with_meta {
+            map.serialize_entry("metadata", &shown)?;
+        }
+        for (key, value) in object {
+            if key == "metadata" {
+                map.serialize_entry(key, &shown)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -368,12 +387,24 @@ fn check(
         } else {
             declared.unwrap_or("object")
         };
-        match eval_bool(expr, value, old.filter(|_| transition)) {
+        let rule_old = old.filter(|_| transition);
+        let outcome = if root {
+            eval_bool(expr, &RootView(value), rule_old.map(RootView).as_ref())
+        } else {
+            eval_bool(expr, value, rule_old)
+        };
+        match outcome {
             Ok(true) => {}
             Ok(false) => {
                 let message = rule["messageExpression"]
                     .as_str()
-                    .and_then(|m| eval_string(m, value, old).ok())
+                    .and_then(|m| {
+                        if root {
+                            eval_string(m, &RootView(value), old.map(RootView).as_ref()).ok()
+                        } else {
+                            eval_string(m, value, old).ok()
+                        }
+                    })
                     .or_else(|| rule["message"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| format!("failed rule: {expr}"));
                 let field = match rule["fieldPath"].as_str() {
@@ -439,30 +470,26 @@ fn compiled(expr: &str) -> Result<Arc<cel::Program>, String> {
     Ok(program)
 }
 
-fn run(expr: &str, this: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+fn run<T: Serialize>(expr: &str, this: &T, old: Option<&T>) -> Result<cel::Value, String> {
     let program = compiled(expr)?;
     let mut context = cel::Context::with_env(Arc::clone(&STANDARD));
-    context
-        .add_variable("self", this.clone())
-        .map_err(|e| e.to_string())?;
+    context.add_variable("self", this).map_err(|e| e.to_string())?;
     if let Some(old) = old {
-        context
-            .add_variable("oldSelf", old.clone())
-            .map_err(|e| e.to_string())?;
+        context.add_variable("oldSelf", old).map_err(|e| e.to_string())?;
     }
     program
         .execute(&context)
         .map_err(|e| format!("evaluation error: {e}"))
 }
 
-fn eval_bool(expr: &str, this: &Value, old: Option<&Value>) -> Result<bool, String> {
+fn eval_bool<T: Serialize>(expr: &str, this: &T, old: Option<&T>) -> Result<bool, String> {
     match run(expr, this, old)? {
         cel::Value::Bool(b) => Ok(b),
         other => Err(format!("rule did not evaluate to a bool: {other:?}")),
     }
 }
 
-fn eval_string(expr: &str, this: &Value, old: Option<&Value>) -> Result<String, String> {
+fn eval_string<T: Serialize>(expr: &str, this: &T, old: Option<&T>) -> Result<String, String> {
     match run(expr, this, old)? {
         cel::Value::String(s) => Ok(s.to_string()),
         other => Err(format!(
@@ -570,5 +597,34 @@ mod tests {
             errors[0].line(),
             "spec: Invalid value: \"object\": url is immutable"
         );
+    }
+
+    #[test]
+    fn root_rules_see_only_the_name_of_the_metadata() {
+        let schema = json!({"type": "object", "x-kubernetes-validations": [
+            {"rule": "!has(self.metadata.labels) && !has(self.metadata.uid)", "message": "metadata not cut"},
+            {"rule": "self.metadata.name.startsWith('ok')", "messageExpression": "'bad name ' + self.metadata.name"},
+            {"rule": "self.spec.n == oldSelf.spec.n && !has(oldSelf.metadata.labels)", "message": "n is immutable"}
+        ]});
+        let old = json!({"metadata": {"name": "ok-1", "labels": {"a": "b"}, "uid": "u"}, "spec": {"n": 1}});
+        assert!(validate(&old, None, &schema).is_empty());
+        let mut new = old.clone();
+        new["spec"]["n"] = json!(2);
+        new["metadata"]["name"] = json!("no");
+        let lines: Vec<String> = validate(&new, Some(&old), &schema)
+            .iter()
+            .map(FieldError::line)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "<nil>: Invalid value: \"object\": bad name no",
+                "<nil>: Invalid value: \"object\": n is immutable"
+            ]
+        );
+        // Without metadata, the rules still see an empty one.
+        let bare = json!({"type": "object", "x-kubernetes-validations": [
+            {"rule": "has(self.metadata) && !has(self.metadata.name)", "message": "no metadata"}]});
+        assert!(validate(&json!({"spec": {}}), None, &bare).is_empty());
     }
 }
