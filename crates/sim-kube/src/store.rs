@@ -325,7 +325,6 @@ fn initial_status(rt: &ResourceType) -> Option<Value> {
     }
 }
 
-/// The part of an object whose change bumps `generation`.
 /// Whether a write from `a` to `b` leaves the generation as it is: everything but metadata
 /// (and status, for a custom resource with a status subresource) is unchanged, or the spec of a
 /// built-in resource. Compared in place, since these objects can be large (a runner's Pod
@@ -374,6 +373,12 @@ fn status_write(old: &Value, mut requested: Value) -> Value {
         }
         return requested;
     }
+    status_write_plainly(old, &requested)
+}
+
+/// [`status_write`] by copying the stored object: for requests of an unusual shape, and the
+/// reference its tests compare with.
+fn status_write_plainly(old: &Value, requested: &Value) -> Value {
     let mut out = old.clone();
     match requested.get("status") {
         Some(s) => out["status"] = s.clone(),
@@ -421,22 +426,12 @@ fn same_but_volatile(a: &Value, b: &Value) -> bool {
     let (Some(ma), Some(mb)) = (a.get("metadata"), b.get("metadata")) else {
         return a.get("metadata") == b.get("metadata");
     };
-    if !(ma.is_object() && mb.is_object()) {
-        return ma == mb;
-    }
     if !same_except(ma, mb, &["resourceVersion", "managedFields"]) {
         return false;
     }
     match (ma.get("managedFields"), mb.get("managedFields")) {
         (Some(Value::Array(fa)), Some(Value::Array(fb))) => {
-            fa.len() == fb.len()
-                && fa.iter().zip(fb).all(|(x, y)| {
-                    if x.is_object() && y.is_object() {
-                        same_except(x, y, &["time"])
-                    } else {
-                        x == y
-                    }
-                })
+            fa.len() == fb.len() && fa.iter().zip(fb).all(|(x, y)| same_except(x, y, &["time"]))
         }
         (x, y) => x == y,
     }
@@ -1630,22 +1625,6 @@ mod tests {
                 .starts_with("spec.selector: Invalid value: \"object\": field is immutable")
         );
         assert!(immutable_fields(&rt("deployments"), &old, &old).is_empty());
-    }
-
-    /// The plain form of [`status_write`]: a copy of the stored object with the requested status
-    /// and managed fields.
-    fn status_write_plainly(old: &Value, requested: &Value) -> Value {
-        let mut out = old.clone();
-        match requested.get("status") {
-            Some(s) => out["status"] = s.clone(),
-            None => {
-                out.as_object_mut().unwrap().remove("status");
-            }
-        }
-        if let Some(mf) = requested["metadata"].get("managedFields") {
-            meta_mut(&mut out).insert("managedFields".into(), mf.clone());
-        }
-        out
     }
 
     #[test]
