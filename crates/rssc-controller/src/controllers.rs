@@ -25,9 +25,10 @@ use crate::{
     autoscale_set,
     context::Context,
     credentials, ephemeral_runner, ephemeral_runner_set,
-    lean_runners::{LeanRunner, SetRunner, as_runner_event},
+    lean_runners::{LeanRunner, SetRunner, as_full_event},
+    outcome_pods::OutcomePod,
     reconcile::Error,
-    runner_outcome, runner_set, trigger_pace,
+    runner_set, trigger_pace,
 };
 
 /// Controller settings with `concurrency` reconciles at once (kube-runtime's default is
@@ -103,14 +104,14 @@ pub async fn run_ephemeral_runner_sets(
     let (cache, writer) = reflector::store();
     let runners = watcher(ctx.api::<SetRunner>(), watcher::Config::default())
         .default_backoff()
-        .map_ok(as_runner_event)
+        .map_ok(as_full_event)
         .reflect(writer)
         .touched_objects();
     let runner_changes = trigger_owners::<EphemeralRunnerSet, _>(runners, (), ()).filter_map(|request| {
         futures::future::ready(match request {
             Ok(request) => Some(request.obj_ref),
             Err(err) => {
-                debug!(error = %err, "watching EphemeralRunners failed; retrying");
+                watch_failed(&err);
                 None
             }
         })
@@ -143,7 +144,7 @@ pub async fn run_ephemeral_runners(
     let (runners, writer) = reflector::store();
     let removed = ctx.clone();
     let trigger = watcher(ctx.api::<LeanRunner>(), watcher::Config::default())
-        .map_ok(as_runner_event)
+        .map_ok(as_full_event)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(runner_changes_that_matter)
@@ -159,8 +160,8 @@ pub async fn run_ephemeral_runners(
     // cache before it triggers a reconcile, and a Pod change triggers one only when it can
     // change the runner's outcome.
     let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(ctx.api::<Pod>(), ours())
-        .modify(runner_outcome::keep_outcome_fields)
+    let pod_events = watcher(ctx.api::<OutcomePod>(), ours())
+        .map_ok(as_full_event)
         .reflect(pod_writer);
     Controller::for_stream(trigger, runners)
         .with_config(config(ctx.settings.runner_concurrency))
@@ -268,8 +269,8 @@ fn runner_changes_that_matter(runner: &EphemeralRunner) -> Option<u64> {
     Some(hasher.finish())
 }
 
-async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Error>(
-    result: Result<T, kube::runtime::controller::Error<E, Q>>,
+async fn log_result<T: std::fmt::Debug, E: std::error::Error>(
+    result: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
 ) {
     match result {
         Ok(object) => debug!(?object, "reconciled"),
@@ -277,8 +278,22 @@ async fn log_result<T: std::fmt::Debug, E: std::error::Error, Q: std::error::Err
         Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
             debug!(%object, "object already gone")
         }
+        Err(kube::runtime::controller::Error::QueueError(err)) => watch_failed(&err),
         // The error policy already logged why (at debug level for deletions that wait).
         Err(err) => debug!(error = %err, "reconcile did not finish"),
+    }
+}
+
+/// Logs a failed watch, which is retried after a backoff. A watch that keeps failing (no
+/// permission to list, an answer it cannot follow) leaves the controller blind to what it
+/// watches, so that is a warning; an expired resource version is not: long watches meet one in
+/// normal operation, and the retry lists the objects again.
+fn watch_failed(err: &watcher::Error) {
+    match err {
+        watcher::Error::WatchError(e) if e.code == 410 => {
+            debug!(error = %err, "a watch expired; listing again")
+        }
+        _ => warn!(error = %err, "watching failed; retrying"),
     }
 }
 
@@ -386,6 +401,50 @@ mod tests {
     use rssc_api::v1alpha1::{EphemeralRunnerPhase, EphemeralRunnerStatus, RunnerJob};
 
     use super::*;
+
+    /// What `log` writes, at every level.
+    fn logged(log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_failed_watch_is_a_warning_and_an_expired_one_is_not() {
+        let failed = logged(|| watch_failed(&watcher::Error::NoResourceVersion));
+        assert!(
+            failed.contains(" WARN ") && failed.contains("watching failed; retrying"),
+            "{failed}"
+        );
+        let expired = watcher::Error::WatchError(kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: "too old resource version: 5 (9)".into(),
+            reason: "Expired".into(),
+            code: 410,
+        });
+        let expired = logged(|| watch_failed(&expired));
+        assert!(
+            expired.contains(" DEBUG ") && !expired.contains("WARN"),
+            "{expired}"
+        );
+    }
 
     #[tokio::test]
     async fn only_pod_changes_that_can_change_the_outcome_trigger_and_every_deletion_does() {

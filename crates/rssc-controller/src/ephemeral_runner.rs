@@ -52,7 +52,7 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(1);
 const QUOTA_RETRY_MIN: Duration = Duration::from_secs(5);
 
 /// Reconciles one EphemeralRunner; `pods` caches the runner Pods (see
-/// [`crate::runner_outcome::keep_outcome_fields`]).
+/// [`crate::outcome_pods::OutcomePod`]).
 pub async fn reconcile(
     runner: Arc<EphemeralRunner>,
     ctx: Arc<Context>,
@@ -711,10 +711,12 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     // This reconcile finishes the runner off; its deletion's event needs no reconcile of its own.
     let uid = runner.uid().unwrap_or_default();
     ctx.self_removed.note(&uid, Instant::now());
-    let deleting = match api.delete(&name, &DeleteParams::background()).await {
+    let deleted =
+        crate::writes::delete_reading_finalizers(&ctx.client, &api, &name, &DeleteParams::background()).await;
+    let held_by = match deleted {
         // Still there, held by its finalizers (gone at once otherwise).
-        Ok(deleted) => match deleted.left() {
-            Some(deleting) => deleting,
+        Ok(held_by) => match held_by {
+            Some(finalizers) => finalizers,
             None => return Ok(()),
         },
         // Gone already, its job finished all the same.
@@ -737,15 +739,14 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     // Other finalizers stay: the patch holds only while the finalizers are those read, so one
     // added meanwhile is never dropped, and a status write meanwhile (the listener recording
     // the job's end, which often lands between the deletion and this patch) does not fail it.
-    let mut current = deleting;
+    let mut current = held_by;
     for _ in 0..FINALIZER_ATTEMPTS {
         let kept: Vec<&String> = current
-            .finalizers()
             .iter()
             .filter(|f| f.as_str() != finalizers::RUNNER_REGISTRATION)
             .collect();
         let patch: json_patch::Patch = serde_json::from_value(json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": current.finalizers()},
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
             {"op": "replace", "path": "/metadata/finalizers", "value": kept},
         ]))
         .expect("a JSON patch of two operations");
@@ -755,7 +756,7 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
             // The finalizers changed meanwhile (the test failed: 422), or a conflict: read again.
             Err(kube::Error::Api(kube::core::ErrorResponse { code: 409 | 422, .. })) => {
                 match api.get_opt(&name).await? {
-                    Some(stored) if stored.uid() == runner.uid() => current = stored,
+                    Some(stored) if stored.uid() == runner.uid() => current = stored.finalizers().to_vec(),
                     _ => return Ok(()),
                 }
             }

@@ -95,10 +95,8 @@ macro_rules! runner_kind {
 runner_kind!(LeanRunner);
 runner_kind!(SetRunner);
 
-/// A watch event of a lean type as one of the EphemeralRunner it stands for.
-pub fn as_runner_event<K: Into<EphemeralRunner>>(
-    event: watcher::Event<K>,
-) -> watcher::Event<EphemeralRunner> {
+/// A watch event of a lean type as one of the full type it stands for.
+pub fn as_full_event<K: Into<T>, T>(event: watcher::Event<K>) -> watcher::Event<T> {
     match event {
         watcher::Event::Apply(k) => watcher::Event::Apply(k.into()),
         watcher::Event::Delete(k) => watcher::Event::Delete(k.into()),

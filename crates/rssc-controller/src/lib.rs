@@ -19,6 +19,7 @@ pub mod lean_runners;
 pub mod listener;
 pub mod merge;
 pub mod metrics;
+pub mod outcome_pods;
 pub mod problem;
 pub mod reconcile;
 pub mod runner_expectations;

@@ -12,10 +12,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
 use crate::{runner_template::RUNNER_CONTAINER, scale::Timestamp};
 
@@ -193,50 +190,6 @@ pub fn pod_digest(pod: &Pod) -> u64 {
         }
     }
     hasher.finish()
-}
-
-/// Keeps of a runner Pod only what [`classify`] and [`pod_digest`] read of its metadata and
-/// status, so the controller's cache of runner Pods stays small whatever the runner template
-/// holds: its name, namespace, UID, owners, creation and deletion; its phase and reason, and
-/// its containers' readiness and exits. Without the spec, an init container that exited is
-/// taken for a regular one, not a sidecar, so the outcome is one the reconcile decides again
-/// on the Pod as stored.
-pub fn keep_outcome_fields(pod: &mut Pod) {
-    let meta = std::mem::take(&mut pod.metadata);
-    pod.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        owner_references: meta.owner_references,
-        creation_timestamp: meta.creation_timestamp,
-        deletion_timestamp: meta.deletion_timestamp,
-        ..Default::default()
-    };
-    pod.spec = None;
-    if let Some(status) = pod.status.take() {
-        let keep = |statuses: Option<Vec<ContainerStatus>>| {
-            statuses.map(|all| {
-                all.into_iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name,
-                        ready: c.ready,
-                        state: c.state.and_then(|s| s.terminated).map(|t| ContainerState {
-                            terminated: Some(t),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    })
-                    .collect()
-            })
-        };
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            reason: status.reason,
-            container_statuses: keep(status.container_statuses),
-            init_container_statuses: keep(status.init_container_statuses),
-            ..Default::default()
-        });
-    }
 }
 
 /// Whether a Pod is as its creator left it: not deleted, not yet running, no container exited.
@@ -495,55 +448,5 @@ mod tests {
         assert!(
             matches!(classify(Some(&p), facts(), now(), TIMEOUT), Outcome::RetryPod(f) if f.reason == "InitContainerFailed")
         );
-    }
-
-    #[test]
-    fn a_cached_pod_keeps_what_classifying_it_reads() {
-        let mut p: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "r", "creationTimestamp": "2026-11-22T11:59:00Z",
-                         "annotations": {"a": "b"}, "ownerReferences": [{"apiVersion": "v1",
-                         "kind": "EphemeralRunner", "name": "r", "uid": "u"}]},
-            "spec": {"containers": [{"name": "runner", "image": "runner:2", "env": [{"name": "X", "value": "y"}]}],
-                     "initContainers": [{"name": "init"}, {"name": "dind", "restartPolicy": "Always"}],
-                     "volumes": [{"name": "work", "emptyDir": {}}]},
-            "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
-                       "initContainerStatuses": [
-                {"name": "dind", "image": "", "imageID": "", "ready": false, "restartCount": 1,
-                 "state": {"terminated": {"exitCode": 1}}}
-            ]}
-        }))
-        .unwrap();
-        let full = p.clone();
-        keep_outcome_fields(&mut p);
-        assert!(p.spec.is_none() && p.metadata.annotations.is_none());
-        assert_eq!(p.metadata.owner_references, full.metadata.owner_references);
-        assert!(p.status.as_ref().unwrap().conditions.is_none());
-        assert_eq!(pod_digest(&p), pod_digest(&full));
-        // Which init container is a sidecar is in the spec: a sidecar's exit reads as a failed
-        // init container, an outcome decided again on the Pod as stored.
-        assert_eq!(classify(Some(&full), facts(), now(), TIMEOUT), Outcome::Pending);
-        assert!(matches!(
-            classify(Some(&p), facts(), now(), TIMEOUT),
-            Outcome::RetryPod(_)
-        ));
-        let mut running = pod("Running", 30);
-        running.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
-            name: RUNNER_CONTAINER.to_owned(),
-            ready: true,
-            ..Default::default()
-        }]);
-        for pod in [
-            &running,
-            &runner_exited(0, "Completed"),
-            &runner_exited(137, "OOMKilled"),
-        ] {
-            let mut kept = pod.clone();
-            keep_outcome_fields(&mut kept);
-            assert_eq!(
-                classify(Some(&kept), facts(), now(), TIMEOUT),
-                classify(Some(pod), facts(), now(), TIMEOUT)
-            );
-            assert_eq!(pod_digest(&kept), pod_digest(pod));
-        }
     }
 }

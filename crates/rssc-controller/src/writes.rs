@@ -6,10 +6,10 @@
 
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     core::Request,
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Creates `object` through `api`, reading of the answer only what `A` holds.
 pub async fn create<K, A>(client: &Client, api: &Api<K>, object: &K) -> Result<A, kube::Error>
@@ -60,6 +60,44 @@ pub async fn patch_status_unread<K: Resource, P: Serialize>(
     send_unread(client, request, "patch_status").await
 }
 
+/// Deletes the object `name` and reads of the answer only the finalizers still holding it:
+/// `None` if it is gone at once (the API server answers with a `Status` then). `Api::delete`
+/// decodes the answer twice, once as untyped JSON to tell the two apart.
+pub async fn delete_reading_finalizers<K: Resource>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<Option<Vec<String>>, kube::Error> {
+    let mut request = Request::new(api.resource_url())
+        .delete(name, params)
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("delete");
+    let answer: DeleteAnswer = client.request(request).await?;
+    Ok(answer.held_by())
+}
+
+/// What [`delete_reading_finalizers`] reads of a deletion's answer.
+#[derive(Deserialize, Debug, Default)]
+struct DeleteAnswer {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: FinalizersOnly,
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct FinalizersOnly {
+    #[serde(default)]
+    finalizers: Vec<String>,
+}
+
+impl DeleteAnswer {
+    fn held_by(self) -> Option<Vec<String>> {
+        (self.kind != "Status").then_some(self.metadata.finalizers)
+    }
+}
+
 /// Sends `request` (named `verb`, as `Api` names its requests) and checks the answer.
 async fn send_unread(
     client: &Client,
@@ -69,4 +107,41 @@ async fn send_unread(
     let mut request = request.map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert(verb);
     client.request::<serde::de::IgnoredAny>(request).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn read(answer: serde_json::Value) -> Option<Vec<String>> {
+        serde_json::from_value::<DeleteAnswer>(answer).unwrap().held_by()
+    }
+
+    #[test]
+    fn a_deletion_answer_tells_the_finalizers_that_hold_the_object() {
+        let deleting = json!({
+            "apiVersion": "scaleset.actions.github.com/v1alpha1", "kind": "EphemeralRunner",
+            "metadata": {"name": "r", "uid": "u", "deletionTimestamp": "2026-12-07T12:00:00Z",
+                         "finalizers": ["scaleset.actions.github.com/runner-registration", "x/y"],
+                         "managedFields": [{"manager": "rssc", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"runnerTemplate": {"spec": {"containers": [{"name": "runner"}]}}},
+            "status": {"phase": "Running"}
+        });
+        assert_eq!(
+            read(deleting),
+            Some(vec![
+                "scaleset.actions.github.com/runner-registration".into(),
+                "x/y".into()
+            ])
+        );
+        let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                          "details": {"name": "r", "kind": "ephemeralrunners", "uid": "u"}});
+        assert_eq!(read(gone), None);
+        assert_eq!(
+            read(json!({"kind": "EphemeralRunner", "metadata": {"name": "r"}})),
+            Some(vec![])
+        );
+    }
 }

@@ -478,9 +478,10 @@ async fn a_new_job_below_the_maximum_does_not_wait_for_a_finishing_runner() {
 /// quarter of the controller's requests in a burst. Runners a controller did not make (after a
 /// restart, or created directly as the tests in `runner_failures.rs` do) still have it read.
 /// The answers to the runner creates are held back, so the watch brings each runner to its
-/// reconcile before the set has noted it, as it sometimes does unprompted.
+/// reconcile before the set has noted it, as it sometimes does unprompted. The runners' Pods
+/// running come by the controller's watch of Pods, which reads them lean, without a new list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runners_made_here_are_registered_and_run_without_reading_their_secrets() {
+async fn runners_made_here_are_registered_and_run_without_reading_their_secrets_or_listing_pods_again() {
     let t = Target::new("fresh-runners").await;
     let (fake, ca) = github().await;
     let proxy = rssc_test_support::fault_proxy::FaultProxy::in_front_of(&t.kubeconfig)
@@ -515,6 +516,14 @@ async fn runners_made_here_are_registered_and_run_without_reading_their_secrets(
     })
     .await;
     let names: Vec<String> = runners(&t).await.iter().map(ResourceExt::name_any).collect();
+    let pod_lists = || {
+        let requests = proxy.faults().requests();
+        requests
+            .iter()
+            .filter(|r| r.verb == "list" && r.resource == "pods")
+            .count()
+    };
+    let pod_lists_before = pod_lists();
     for name in &names {
         support::pod_runs(&t, name).await;
     }
@@ -547,6 +556,13 @@ async fn runners_made_here_are_registered_and_run_without_reading_their_secrets(
     assert!(
         secret_reads.is_empty(),
         "no runner's Secret was read: {secret_reads:?}"
+    );
+    // A watch event the controller cannot follow (one without a resource version) ends the
+    // watch, and the watcher lists every Pod again.
+    assert_eq!(
+        pod_lists(),
+        pod_lists_before,
+        "the Pods' changes came by their watch"
     );
     controllers.stop().await;
 }
