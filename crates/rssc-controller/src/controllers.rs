@@ -327,12 +327,7 @@ pub async fn run_autoscale_sets(
         })
         .graceful_shutdown_on(shutdown)
         .run(autoscale_set::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(object = %object.name, "reconciled"),
-                Err(err) => debug!(error = %err, "reconcile did not finish"),
-            }
-        })
+        .for_each(log_result)
         .await;
     secrets.abort();
 }
@@ -351,7 +346,13 @@ async fn watch_referenced_secrets(
             .touched_objects()
     );
     while let Some(event) = events.next().await {
-        let Ok(secret) = event else { continue };
+        let secret = match event {
+            Ok(secret) => secret,
+            Err(err) => {
+                watch_failed(&err);
+                continue;
+            }
+        };
         let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         let referenced = store.state().iter().any(|asss| {
             let own = asss.namespace().unwrap_or_default();
