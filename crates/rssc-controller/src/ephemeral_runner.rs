@@ -714,11 +714,10 @@ async fn remove_finished(runner: &EphemeralRunner, ctx: &Context, pod: Option<&P
     let deleted =
         crate::writes::delete_reading_finalizers(&ctx.client, &api, &name, &DeleteParams::background()).await;
     let held_by = match deleted {
-        // Still there, held by its finalizers (gone at once otherwise).
-        Ok(held_by) => match held_by {
-            Some(finalizers) => finalizers,
-            None => return Ok(()),
-        },
+        // Still there, held by its finalizers.
+        Ok(Some(finalizers)) => finalizers,
+        // Gone at once.
+        Ok(None) => return Ok(()),
         // Gone already, its job finished all the same.
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
         Err(e) => {
