@@ -496,7 +496,9 @@ async fn register(runner: &EphemeralRunner, ctx: &Context) -> Result<Option<Acti
             // if it is ours, then try again.
             match client.get_runner_by_name(&name).await {
                 Ok(Some(existing)) if existing.runner_scale_set_id == config.scale_set_id => {
-                    client.remove_runner(existing.id).await.ok();
+                    if let Err(err) = client.remove_runner(existing.id).await {
+                        warn!(runner = %name, error = %err, "cannot remove the runner's earlier registration; trying again");
+                    }
                     return Ok(Some(Action::requeue(Duration::from_secs(1))));
                 }
                 Ok(Some(_)) => {

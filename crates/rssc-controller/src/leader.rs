@@ -114,11 +114,15 @@ impl Leadership {
                 Err(err) => {
                     // Retried soon, so a few failed writes in a row do not cost the lease.
                     wait = RENEW_RETRY.min(self.config.renew_every);
-                    debug!(error = %err, "renewing the lease failed");
                     if last_renewed.elapsed() >= self.config.duration {
-                        warn!(lease = %self.config.name, "could not renew the lease in time; stepping down");
+                        warn!(
+                            lease = %self.config.name,
+                            error = %err,
+                            "could not renew the lease in time; stepping down"
+                        );
                         return;
                     }
+                    debug!(error = %err, "renewing the lease failed");
                 }
             }
         }
