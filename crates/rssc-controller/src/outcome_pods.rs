@@ -16,9 +16,9 @@ use serde::{Deserialize, Deserializer};
 
 /// A runner Pod as the cache holds it: its name, namespace, UID, owners, creation and
 /// deletion; its phase and reason, and its containers' readiness and exits. Its resource
-/// version is read too: the watch resumes from each event's, and fails an event without one. Without the spec,
-/// an init container that exited is taken for a regular one, not a sidecar, so the outcome is
-/// one the reconcile decides again on the Pod as stored.
+/// version is read too: the watch resumes from each event's, and fails an event without one.
+/// Without the spec, an init container that exited is taken for a regular one, not a sidecar,
+/// so the outcome is one the reconcile decides again on the Pod as stored.
 #[derive(Clone, Debug, Deserialize)]
 pub struct OutcomePod {
     #[serde(deserialize_with = "outcome_metadata")]
