@@ -14,7 +14,7 @@ use rssc_github::{
     ActionsClient, ClientOptions, Credentials, GitHubConfig, ProxyConfig, Secret as Sensitive,
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::scaler::Limits;
 
@@ -146,15 +146,37 @@ pub async fn follow_limits(client: Client, namespace: String, secret: String, li
                     }
                 }
             }
+            Some(Err(err)) if expired(&err) => {
+                debug!(error = %err, "the config Secret's watch expired; listing again")
+            }
             Some(Err(err)) => warn!(error = %err, "watching the config Secret failed; retrying"),
             None => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
 
+/// Whether a watch failed only because its resource version expired (410), which long watches
+/// meet in normal operation: the retry lists again, and nothing is wrong.
+fn expired(err: &watcher::Error) -> bool {
+    matches!(err, watcher::Error::WatchError(e) if e.code == 410)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_expired_resource_version_is_a_normal_watch_failure() {
+        let answer = |code: u16| kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: String::new(),
+            reason: String::new(),
+            code,
+        };
+        assert!(expired(&watcher::Error::WatchError(answer(410))));
+        assert!(!expired(&watcher::Error::WatchError(answer(403))));
+        assert!(!expired(&watcher::Error::NoResourceVersion));
+    }
 
     const CONFIG: &str = r#"{
         "githubConfigURL": "https://github.com/org", "scaleSetID": 3, "scaleSetName": "linux",
