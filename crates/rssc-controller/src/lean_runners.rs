@@ -4,10 +4,8 @@
 //! template) were decoded only to be dropped. These types skip them, and the set's skips the
 //! Pod template as well, while still reading as the EphemeralRunner kind.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::{Resource, core::NamespaceResourceScope, runtime::watcher};
+use kube::runtime::watcher;
 use rssc_api::v1alpha1::{
     EphemeralRunner, EphemeralRunnerSpec, EphemeralRunnerStatus, PodTemplate, RunnerConfig,
 };
@@ -64,36 +62,40 @@ impl From<SetRunner> for EphemeralRunner {
     }
 }
 
-/// Reads as the EphemeralRunner kind (its API path, group and version).
-macro_rules! runner_kind {
-    ($ty:ty) => {
-        impl Resource for $ty {
+/// Implements `Resource` for a lean type `$ty` (with a `metadata` field) so that it reads as
+/// the namespaced kind `$full` (its API path, group and version): a watch of it is a watch of
+/// `$full`, decoded into less.
+macro_rules! reads_as {
+    ($ty:ty, $full:ty) => {
+        impl ::kube::Resource for $ty {
             type DynamicType = ();
-            type Scope = NamespaceResourceScope;
+            type Scope = ::kube::core::NamespaceResourceScope;
 
-            fn kind(dt: &()) -> Cow<'_, str> {
-                EphemeralRunner::kind(dt)
+            fn kind(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::kind(dt)
             }
-            fn group(dt: &()) -> Cow<'_, str> {
-                EphemeralRunner::group(dt)
+            fn group(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::group(dt)
             }
-            fn version(dt: &()) -> Cow<'_, str> {
-                EphemeralRunner::version(dt)
+            fn version(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::version(dt)
             }
-            fn plural(dt: &()) -> Cow<'_, str> {
-                EphemeralRunner::plural(dt)
+            fn plural(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$full as ::kube::Resource>::plural(dt)
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(&mut self) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
-runner_kind!(LeanRunner);
-runner_kind!(SetRunner);
+pub(crate) use reads_as;
+
+reads_as!(LeanRunner, EphemeralRunner);
+reads_as!(SetRunner, EphemeralRunner);
 
 /// A watch event of a lean type as one of the full type it stands for.
 pub fn as_full_event<K: Into<T>, T>(event: watcher::Event<K>) -> watcher::Event<T> {
@@ -149,6 +151,8 @@ fn without_managed_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
+
     use super::*;
 
     fn stored() -> serde_json::Value {

@@ -5,13 +5,10 @@
 //! condition and container state) only to drop most of it was a tenth of the controller's CPU
 //! in a burst. [`OutcomePod`] reads the kept fields and skips the rest unread.
 
-use std::borrow::Cow;
-
 use k8s_openapi::{
     api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
 };
-use kube::{Resource, core::NamespaceResourceScope};
 use serde::{Deserialize, Deserializer};
 
 /// A runner Pod as the cache holds it: its name, namespace, UID, owners, creation and
@@ -42,29 +39,7 @@ impl From<OutcomePod> for Pod {
     }
 }
 
-impl Resource for OutcomePod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Pod::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Pod::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Pod::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Pod::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::lean_runners::reads_as!(OutcomePod, Pod);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,6 +116,7 @@ fn outcome_status<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<P
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
     use serde_json::{Value, json};
 
     use super::*;
