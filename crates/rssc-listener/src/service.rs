@@ -432,27 +432,6 @@ impl<C: Cluster> Listener<C> {
         } else {
             self.metrics.record_jobs(&handled);
         }
-        let mut acquired = Vec::new();
-        if !handled.acquire.is_empty() {
-            match self.client.acquire_jobs(session, &handled.acquire).await {
-                Ok(ids) => {
-                    debug!(
-                        offered = handled.acquire.len(),
-                        acquired = ids.len(),
-                        "acquired jobs"
-                    );
-                    acquired = ids;
-                }
-                Err(err) => {
-                    warn!(error = %err, offered = handled.acquire.len(), "acquiring jobs failed; GitHub offers them again")
-                }
-            }
-        }
-        if !again {
-            state
-                .traces
-                .observe(self.settings.scale_set_id, &message, &acquired);
-        }
         self.record_jobs(&handled).await;
         state.statistics = Some(handled.statistics);
         let ends_read = if again { 0 } else { handled.completed.len() };
@@ -478,7 +457,32 @@ impl<C: Cluster> Listener<C> {
                 );
             }
         }
+        // The decision follows the statistics alone; the jobs offered in this message count
+        // only once GitHub reports them assigned, a poll or so later, so it is written before
+        // they are acquired rather than after (against GitHub, that call takes a round trip
+        // of its own).
         self.decide(state, "message").await;
+        let mut acquired = Vec::new();
+        if !handled.acquire.is_empty() {
+            match self.client.acquire_jobs(session, &handled.acquire).await {
+                Ok(ids) => {
+                    debug!(
+                        offered = handled.acquire.len(),
+                        acquired = ids.len(),
+                        "acquired jobs"
+                    );
+                    acquired = ids;
+                }
+                Err(err) => {
+                    warn!(error = %err, offered = handled.acquire.len(), "acquiring jobs failed; GitHub offers them again")
+                }
+            }
+        }
+        if !again {
+            state
+                .traces
+                .observe(self.settings.scale_set_id, &message, &acquired);
+        }
         match self.client.delete_message(session, message.message_id).await {
             Ok(()) => state.session.last_message_id = Some(message.message_id),
             Err(err) => {

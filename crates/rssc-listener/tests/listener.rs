@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, SystemTime},
 };
 
 use prometheus_client::registry::Registry;
@@ -36,8 +36,8 @@ const WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, Default)]
 struct Written {
     decisions: Vec<Decision>,
-    /// When each decision was written.
-    decided_at: Vec<Instant>,
+    /// When each decision was written (on the clock the fake GitHub records its calls by).
+    decided_at: Vec<SystemTime>,
     session: SessionState,
     busy_runners: BTreeSet<String>,
     finished_runners: BTreeSet<String>,
@@ -101,7 +101,7 @@ impl Cluster for MemoryCluster {
     async fn write_decision(&self, decision: Decision, _traceparents: &[String]) -> Result<(), ClusterError> {
         self.update(|w| {
             w.decisions.push(decision);
-            w.decided_at.push(Instant::now());
+            w.decided_at.push(SystemTime::now());
         });
         Ok(())
     }
@@ -111,7 +111,7 @@ impl Cluster for MemoryCluster {
         self.update(|w| {
             if w.decisions.last().map_or(0, |d| d.sequence) == previous {
                 w.decisions.push(decision);
-                w.decided_at.push(Instant::now());
+                w.decided_at.push(SystemTime::now());
                 applied = true;
             }
         });
@@ -396,6 +396,62 @@ fn polls(h: &Harness) -> Vec<(std::time::SystemTime, u16)> {
         .collect()
 }
 
+/// When the jobs' acquisitions arrived at the fake GitHub, in order.
+fn acquisitions(h: &Harness) -> Vec<SystemTime> {
+    h.fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/acquirejobs"))
+        .map(|c| c.at)
+        .collect()
+}
+
+/// A message's decision is written before the jobs it offers are acquired: the decision
+/// follows the statistics alone, and the jobs offered count only once GitHub reports them
+/// assigned, so it need not wait for GitHub to answer the acquisition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_does_not_wait_for_the_acquisition_of_its_messages_offers() {
+    let h = harness(Limits {
+        min_runners: 0,
+        max_runners: 10,
+    })
+    .await;
+    // Every answer takes this long, as GitHub's do, so the second offers below arrive while
+    // the first are being acquired. The first three wait before the listener starts, so its
+    // first message offers all of them.
+    h.fake.set_latency(Duration::from_millis(300));
+    h.queue(3);
+    let listener = h.start_listener();
+    eventually("the first offers delivered", || {
+        polls(&h).iter().any(|(_, status)| *status == 200)
+    })
+    .await;
+    // The next message reports the first three assigned and offers these.
+    h.queue(3);
+    eventually("the second offers acquired", || acquisitions(&h).len() >= 2).await;
+    let written = h
+        .cluster
+        .wait_for("a decision for the three assigned", |w| {
+            w.decisions.iter().any(|d| d.replicas >= 3)
+        })
+        .await;
+    let first = written
+        .decisions
+        .iter()
+        .position(|d| d.replicas >= 3)
+        .expect("waited for above");
+    let second_acquisition = acquisitions(&h)[1];
+    assert!(
+        written.decided_at[first] < second_acquisition,
+        "the decision for the assigned jobs waited for the next offers' acquisition ({:?} after it)",
+        written.decided_at[first]
+            .duration_since(second_acquisition)
+            .unwrap_or_default()
+    );
+    h.fake.set_latency(Duration::ZERO);
+    listener.stop().await;
+}
+
 /// After a message that only reports jobs starting and ending, the next poll waits to gather
 /// more of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +566,9 @@ async fn decisions_that_only_lower_the_count_follow_the_pace() {
             && after.beyond_max == 0;
         if can_wait {
             paced += 1;
-            let gap = written.decided_at[i + 1] - written.decided_at[i];
+            let gap = written.decided_at[i + 1]
+                .duration_since(written.decided_at[i])
+                .unwrap_or_default();
             assert!(
                 gap >= pace,
                 "decision {} followed {} after {gap:?}: {:?}",
