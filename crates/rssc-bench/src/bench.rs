@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
         log_level: args.log_level.clone(),
+        github_latency: std::time::Duration::from_millis(args.github_latency_ms),
         bin_dir: bin_dir.clone(),
     };
     let started_at = result::utc(
@@ -108,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             runner_concurrency: args.runner_concurrency,
             long_poll_window_s: LONG_POLL_WINDOW_S,
             controller_log_level: args.log_level.clone(),
+            github_latency_ms: args.github_latency_ms,
             bench_allocator: crate::BENCH_ALLOCATOR.into(),
         },
         cases: results,

@@ -49,6 +49,8 @@ pub struct Env {
     pub timeout: Duration,
     /// The controller's log filter.
     pub log_level: String,
+    /// How late the fake GitHub answers every call once the listeners are up.
+    pub github_latency: Duration,
 }
 
 /// How long the scale sets and their listeners may take to come up.
@@ -124,6 +126,8 @@ async fn play(h: &Harness, case: &Case, env: &Env, traces: &OtlpReceiver) -> any
         .map(|u| u.rss_kib)
         .max();
 
+    // Set up at full speed; measured with GitHub's latency, if asked for.
+    h.github.set_latency(env.github_latency);
     h.github.clear_calls();
     if let Some(faults) = h.kube_faults() {
         faults.clear_log();

@@ -77,6 +77,13 @@ pub struct Args {
     #[arg(long, env = "RSSC_BENCH_RUNNER_CONCURRENCY", default_value_t = 32)]
     pub runner_concurrency: u16,
 
+    /// How much later than at once the fake GitHub answers every call (polls,
+    /// acknowledgements, acquisitions, JIT configurations), in milliseconds: GitHub's own
+    /// latency, which the fake otherwise leaves out. Our reference notes give no figure for
+    /// it, so a run with it shows how the figures move with it, not what GitHub does.
+    #[arg(long, env = "RSSC_BENCH_GITHUB_LATENCY_MS", default_value_t = 0)]
+    pub github_latency_ms: u64,
+
     /// The controller's log filter (`RSSC_LOG_LEVEL`), e.g.
     /// `info,rssc_controller::ephemeral_runner_set=debug`; the logs stay with
     /// `RSSC_E2E_KEEP_LOGS=1`.

@@ -91,7 +91,7 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
     let _ = writeln!(
         out,
         "| Binaries | {} profile{}; controller Kubernetes client {}, {} EphemeralRunner \
-         reconciles at once{}; fake GitHub long-poll window {} s{} |\n",
+         reconciles at once{}; fake GitHub long-poll window {} s{}{} |\n",
         s.profile,
         if s.build.is_empty() {
             String::new()
@@ -110,6 +110,10 @@ fn latest(out: &mut String, run: &BenchResult, json_path: &str) {
             filter => format!(", controller log filter `{filter}`"),
         },
         s.long_poll_window_s,
+        match s.github_latency_ms {
+            0 => String::new(),
+            ms => format!(", answering every call {ms} ms late"),
+        },
         // The simulated pieces share the CPU with the binaries, so their allocator matters.
         match s.bench_allocator.as_str() {
             "" | "system" => String::new(),
@@ -706,6 +710,7 @@ mod tests {
                 long_poll_window_s: 2,
                 controller_log_level: "info".into(),
                 bench_allocator: "system".into(),
+                github_latency_ms: 0,
             },
             cases: vec![
                 case("burst-10", Kind::Burst, 1, 10, &[(keys::PODS_ALL_CREATED_S, 0.5)]),
@@ -824,6 +829,17 @@ mod tests {
         assert!(
             page.contains("reconciles at once, controller log filter `info,rssc_controller=debug`;"),
             "{page}"
+        );
+        assert!(
+            !page.contains("answering every call"),
+            "a fake GitHub answering at once goes unsaid: {page}"
+        );
+        let mut late = run();
+        late.settings.github_latency_ms = 250;
+        let page_late = super::page(&late, "x.json");
+        assert!(
+            page_late.contains("long-poll window 2 s, answering every call 250 ms late"),
+            "{page_late}"
         );
     }
 

@@ -43,6 +43,10 @@ pub struct Settings {
     /// was recorded, which used the C library's.
     #[serde(default)]
     pub bench_allocator: String,
+    /// How late the fake GitHub answered every call while measuring, milliseconds; 0 (at
+    /// once) in runs from before it could be set.
+    #[serde(default)]
+    pub github_latency_ms: u64,
 }
 
 /// One scenario's runs.
