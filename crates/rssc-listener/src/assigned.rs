@@ -9,8 +9,18 @@
 //! job ends it has read; it follows the statistics again once the listener has caught up (a
 //! message that is not full, or a poll that found nothing).
 //!
-//! The count never goes above what the statistics and the ends read explain, and jobs the
-//! statistics add come at once.
+//! A drop can also hide behind jobs assigned meanwhile: in a burst of short jobs, the first
+//! ones end while later ones are still being assigned, and the statistics can stay level while
+//! both happen. Counting only the statistics there left out the jobs whose ends the listener
+//! had not read, and the controller, which holds a runner back for each runner that finished
+//! a job not yet counted as ended, made no runners for the jobs assigned meanwhile (with
+//! GitHub's answers 100 ms late, a burst of a thousand 3-second jobs had no runner at all for
+//! about three seconds while hundreds of jobs waited). So while behind, the count also grows by
+//! the jobs assigned since the last message: the acquired jobs, the listener's own
+//! acquisitions since included, that the statistics no longer count as acquired.
+//!
+//! The count never goes above what the statistics, the assignments seen and the ends read
+//! explain, and jobs the statistics add come at once.
 //!
 //! A restarted listener may be behind too: the messages its predecessor had not read wait for
 //! it, and its session's statistics may leave out their jobs already. So it starts from the
@@ -28,6 +38,9 @@ pub struct AssignedJobs {
     counted: i64,
     /// The last message was full: more events wait.
     behind: bool,
+    /// Jobs acquired and not yet assigned: the latest statistics' count, and the jobs this
+    /// listener acquired since.
+    acquired: i64,
 }
 
 impl AssignedJobs {
@@ -37,26 +50,41 @@ impl AssignedJobs {
             reported: 0,
             counted: assigned.max(0),
             behind: true,
+            acquired: 0,
         }
     }
 
-    /// Takes a message: its statistics' `totalAssignedJobs`, the job ends it reports (none for
-    /// a message counted before), and how many job events it holds.
-    pub fn message(&mut self, reported: i64, ends: usize, events: usize) {
+    /// Takes a message: its statistics' `totalAssignedJobs` and `totalAcquiredJobs`, the job
+    /// ends it reports (none for a message counted before), and how many job events it holds.
+    pub fn message(&mut self, reported: i64, acquired: i64, ends: usize, events: usize) {
         let ends = i64::try_from(ends).unwrap_or(i64::MAX);
+        // Acquired jobs are assigned or given back (then offered again, and acquired again);
+        // the ones the statistics no longer count as acquired are taken as assigned, which
+        // errs towards a runner too many rather than one too few.
+        let assigned_since = self.acquired.saturating_sub(acquired).max(0);
         self.behind = events >= MESSAGE_CAPACITY;
         self.reported = reported;
+        self.acquired = acquired.max(0);
         self.counted = if self.behind {
-            reported.max(self.counted.saturating_sub(ends))
+            reported.max(self.counted.saturating_add(assigned_since).saturating_sub(ends))
         } else {
             reported
         };
     }
 
-    /// Takes the statistics a session came with. Messages not read yet stay unread, so a
-    /// listener that was behind stays behind.
-    pub fn session(&mut self, reported: i64) {
+    /// Notes jobs this listener has just acquired: they count once the statistics show them
+    /// assigned, or, while behind, once the statistics no longer count them as acquired.
+    pub fn acquired(&mut self, jobs: usize) {
+        self.acquired = self
+            .acquired
+            .saturating_add(i64::try_from(jobs).unwrap_or(i64::MAX));
+    }
+
+    /// Takes the statistics a session came with (`totalAssignedJobs`, `totalAcquiredJobs`).
+    /// Messages not read yet stay unread, so a listener that was behind stays behind.
+    pub fn session(&mut self, reported: i64, acquired: i64) {
         self.reported = reported;
+        self.acquired = acquired.max(0);
         self.counted = if self.behind {
             reported.max(self.counted)
         } else {
@@ -89,14 +117,14 @@ mod tests {
 
     fn at(reported: i64) -> AssignedJobs {
         let mut a = AssignedJobs::default();
-        a.message(reported, 0, 1);
+        a.message(reported, 0, 0, 1);
         a
     }
 
     #[test]
     fn a_message_that_is_not_full_is_taken_as_it_is() {
         let mut a = at(60);
-        a.message(30, 0, FULL - 1);
+        a.message(30, 0, 0, FULL - 1);
         assert_eq!((a.count(), a.ends_unread()), (30, 0));
     }
 
@@ -104,23 +132,59 @@ mod tests {
     fn behind_a_drop_waits_for_the_ends_that_explain_it() {
         let mut a = at(60);
         // 50 starts; the statistics already leave out 30 jobs that ended.
-        a.message(30, 0, FULL);
+        a.message(30, 0, 0, FULL);
         assert_eq!((a.count(), a.ends_unread()), (60, 30));
         // Still behind: 20 of the ends read.
-        a.message(30, 20, FULL);
+        a.message(30, 0, 20, FULL);
         assert_eq!((a.count(), a.ends_unread()), (40, 10));
         // Caught up: the rest.
-        a.message(30, 10, 12);
+        a.message(30, 0, 10, 12);
         assert_eq!((a.count(), a.ends_unread()), (30, 0));
     }
 
     #[test]
     fn new_jobs_count_at_once_even_behind() {
         let mut a = at(60);
-        a.message(80, 0, FULL);
+        a.message(80, 0, 0, FULL);
         assert_eq!(a.count(), 80);
-        a.message(90, 5, FULL);
+        a.message(90, 0, 5, FULL);
         assert_eq!(a.count(), 90);
+    }
+
+    #[test]
+    fn behind_a_level_count_jobs_assigned_meanwhile_still_count_until_their_ends_are_read() {
+        let mut a = at(60);
+        // 40 more acquired, by this listener and by the statistics.
+        a.acquired(40);
+        a.message(60, 40, 0, FULL);
+        assert_eq!(a.count(), 60);
+        // The 40 were assigned while 40 of the first jobs ended, none of whose ends were read:
+        // the statistics stay level, and the count takes both.
+        a.message(60, 0, 0, FULL);
+        assert_eq!((a.count(), a.ends_unread()), (100, 40));
+        // 30 of the ends read.
+        a.message(60, 0, 30, FULL);
+        assert_eq!((a.count(), a.ends_unread()), (70, 10));
+        // Caught up: the statistics again.
+        a.message(60, 0, 10, 3);
+        assert_eq!((a.count(), a.ends_unread()), (60, 0));
+    }
+
+    #[test]
+    fn acquisitions_count_as_assigned_only_once_the_statistics_say_so() {
+        let mut a = at(10);
+        a.acquired(5);
+        // Not assigned yet (or the statistics were taken before the acquisition): no change.
+        a.message(10, 5, 0, FULL);
+        assert_eq!(a.count(), 10);
+        // Two assigned, three still acquired.
+        a.message(12, 3, 0, FULL);
+        assert_eq!(a.count(), 12);
+        // Statistics that count acquisitions this listener did not make (a predecessor's) add
+        // no assignment of their own.
+        let mut b = at(10);
+        b.message(10, 7, 0, FULL);
+        assert_eq!(b.count(), 10);
     }
 
     #[test]
@@ -128,14 +192,14 @@ mod tests {
         let mut a = at(60);
         // Ends of jobs the statistics had dropped already, and of jobs canceled before they
         // were assigned (they were never in the count).
-        a.message(58, 50, FULL);
+        a.message(58, 0, 50, FULL);
         assert_eq!(a.count(), 58);
     }
 
     #[test]
     fn a_poll_that_finds_nothing_ends_the_wait() {
         let mut a = at(60);
-        a.message(30, 0, FULL);
+        a.message(30, 0, 0, FULL);
         a.caught_up();
         assert_eq!((a.count(), a.ends_unread()), (30, 0));
     }
@@ -143,14 +207,14 @@ mod tests {
     #[test]
     fn a_restart_holds_the_last_decision_until_caught_up() {
         let mut a = AssignedJobs::resumed(60);
-        a.session(30);
+        a.session(30, 0);
         assert_eq!((a.count(), a.ends_unread()), (60, 30));
-        a.message(30, 10, FULL);
+        a.message(30, 0, 10, FULL);
         assert_eq!(a.count(), 50);
-        a.message(30, 20, 5);
+        a.message(30, 0, 20, 5);
         assert_eq!(a.count(), 30);
         let mut idle = AssignedJobs::resumed(4);
-        idle.session(0);
+        idle.session(0, 0);
         idle.caught_up();
         assert_eq!(idle.count(), 0, "nothing was waiting");
     }
@@ -158,13 +222,13 @@ mod tests {
     #[test]
     fn a_new_session_keeps_what_is_unread() {
         let mut a = at(60);
-        a.session(50);
+        a.session(50, 0);
         assert_eq!(a.count(), 50, "nothing unread");
         let mut behind = at(60);
-        behind.message(60, 0, FULL);
-        behind.session(40);
+        behind.message(60, 0, 0, FULL);
+        behind.session(40, 0);
         assert_eq!((behind.count(), behind.ends_unread()), (60, 20));
-        behind.session(70);
+        behind.session(70, 0);
         assert_eq!(behind.count(), 70);
     }
 }

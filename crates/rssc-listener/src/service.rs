@@ -409,7 +409,9 @@ impl<C: Cluster> Listener<C> {
         if let Some(statistics) = session.session.statistics {
             self.metrics.record_statistics(&statistics);
             state.statistics = Some(statistics);
-            state.assigned.session(statistics.total_assigned_jobs);
+            state
+                .assigned
+                .session(statistics.total_assigned_jobs, statistics.total_acquired_jobs);
         }
         self.decide(state, "session opened").await;
         self.write_session_state(state).await;
@@ -437,6 +439,7 @@ impl<C: Cluster> Listener<C> {
         let ends_read = if again { 0 } else { handled.completed.len() };
         state.assigned.message(
             handled.statistics.total_assigned_jobs,
+            handled.statistics.total_acquired_jobs,
             ends_read,
             message.jobs.len(),
         );
@@ -471,6 +474,7 @@ impl<C: Cluster> Listener<C> {
                         acquired = ids.len(),
                         "acquired jobs"
                     );
+                    state.assigned.acquired(ids.len());
                     acquired = ids;
                 }
                 Err(err) => {

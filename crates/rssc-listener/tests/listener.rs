@@ -452,6 +452,68 @@ async fn a_decision_does_not_wait_for_the_acquisition_of_its_messages_offers() {
     listener.stop().await;
 }
 
+/// While the listener is behind the messages, the first jobs of a burst end while later ones
+/// are assigned, and the statistics can stay level through both. Every decision must still
+/// count, with the job ends it reports, every job GitHub had assigned when the decision before
+/// it was written (its statistics came after that): the controller holds a runner back for each
+/// runner that finished a job the decisions have not counted as ended, so a decision that left
+/// such jobs out made no runners for the jobs assigned meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_messages_every_decision_counts_the_jobs_assigned_before_it() {
+    const IDLE: usize = 100;
+    const JOBS: usize = 300;
+    let h = harness(Limits {
+        min_runners: IDLE as i32,
+        max_runners: 1000,
+    })
+    .await;
+    let listener = h.start_listener_with(no_pace);
+    let (runners, stop_runners) = h.run_runners();
+    eventually("the idle runners up", || {
+        h.fake.with_state(|s| s.runners.len()) >= IDLE
+    })
+    .await;
+    // The jobs are offered 50 a message; idle runners take and end the first ones at once,
+    // while the later ones are still being offered and assigned, and those ends come in
+    // messages behind all the offers. Answers a little late, as GitHub's are.
+    h.fake.set_latency(Duration::from_millis(10));
+    let jobs = h.queue(JOBS);
+    let written = h
+        .cluster
+        .wait_for("every job's end counted", |w| {
+            w.decisions
+                .last()
+                .is_some_and(|d| usize::try_from(d.job_ends).unwrap() >= JOBS)
+        })
+        .await;
+    let _ = stop_runners.send(());
+    runners.await.unwrap();
+    h.fake.set_latency(Duration::ZERO);
+    let assigned_at: Vec<SystemTime> = h.fake.with_state(|s| {
+        jobs.iter()
+            .filter_map(|id| s.jobs.get(id).and_then(|j| j.scale_set_assign_time()))
+            .collect()
+    });
+    assert_eq!(assigned_at.len(), JOBS, "every job was assigned");
+    for k in 1..written.decisions.len() {
+        let decision = written.decisions[k];
+        let assigned = assigned_at
+            .iter()
+            .filter(|at| **at <= written.decided_at[k - 1])
+            .count();
+        let jobs_counted = usize::try_from(decision.replicas).unwrap() - IDLE;
+        let ends = usize::try_from(decision.job_ends).unwrap();
+        assert!(
+            jobs_counted + ends >= assigned,
+            "decision {} counts {jobs_counted} jobs and {ends} ends, but {assigned} jobs had \
+             been assigned before the decision ahead of it: {:?}",
+            decision.sequence,
+            written.decisions
+        );
+    }
+    listener.stop().await;
+}
+
 /// After a message that only reports jobs starting and ending, the next poll waits to gather
 /// more of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
